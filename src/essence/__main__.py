@@ -1,0 +1,5 @@
+import sys
+
+from essence.cli import main
+
+sys.exit(main())

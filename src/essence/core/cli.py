@@ -1,0 +1,75 @@
+"""Shared command-line plumbing for ``essence`` and each method's sub-commands.
+
+Every method's ``cli.py`` builds an ``argparse`` parser with :func:`method_parser`, adds run arguments with
+:func:`add_run_args` to the commands that train or reproduce, and exits through :func:`run_cli`, which turns
+user errors into one clear line and exit code 2 (no traceback), a missing extra into exit code 1, Ctrl-C
+into 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from essence.core.registry import suggest
+
+__all__ = ["method_parser", "add_run_args", "run_cli", "UsageError", "ArgumentParser"]
+
+
+class UsageError(ValueError):
+    """A command-line mistake: printed as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with did-you-mean suggestions for unknown sub-commands and choices."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if "invalid choice:" in message:
+            try:
+                bad = message.split("invalid choice: ")[1].split(" (choose from")[0].strip("'\"")
+                choices_txt = message.split("(choose from ")[1].rstrip(")")
+                choices = [c.strip().strip("'\"") for c in choices_txt.split(",")]
+                message = message.rstrip(")") + ")" + suggest(bad, choices).replace("; ", " - ", 1)
+            except IndexError:
+                pass
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def method_parser(cli_name: str, description: str) -> tuple[ArgumentParser, argparse._SubParsersAction]:
+    """The top parser of ``essence <cli_name>`` and its sub-command group (``dest='command'``)."""
+    parser = ArgumentParser(prog=f"essence {cli_name}", description=description)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    sub.required = True
+    return parser, sub
+
+
+def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("tiny", "quick", "paper"),
+                 default_preset: str = "quick") -> None:
+    """``--preset``, ``--set key=value`` (repeatable), ``--device``, ``--out``, ``--seed``."""
+    parser.add_argument("--preset", default=default_preset, choices=list(presets),
+                        help=f"config preset (default: {default_preset})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=0.1 (repeatable)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<method>/<time>-<preset>)")
+
+
+def run_cli(fn: Callable[[], int | None]) -> int:
+    """Call ``fn`` and map errors to exit codes: user error 2, missing dependency 1, Ctrl-C 130."""
+    from essence.core.progress import console
+
+    try:
+        code = fn()
+        return int(code or 0)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    except ImportError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        return 1
+    except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        console.print(f"[red]error:[/] {msg}", highlight=False)
+        return 2

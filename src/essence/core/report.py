@@ -1,0 +1,144 @@
+"""Reproduction reports: ``report.md`` with PNG figures and ``summary.json``.
+
+Every ``essence <method> reproduce`` builds one :class:`Report`: the paper's claims, the numbers measured here
+beside the paper's, figures, and a plain verdict per claim. A claim that does not reproduce is reported as such.
+
+    report = Report(run, title="MoCo", paper="He et al., CVPR 2020", preset="quick")
+    report.text("What was scaled down: ...")
+    report.table(["K", "kNN top-1"], rows)
+    report.figure(fig, "acc_vs_k", "kNN accuracy vs queue size")
+    report.claim("Accuracy rises with K", verdict=REPRODUCED, evidence="K=256: 71.2%, K=4096: 74.0%")
+    report.write()
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from essence.core.progress import format_table_markdown
+from essence.core.runs import Run
+
+__all__ = ["Report", "Claim", "REPRODUCED", "NOT_REPRODUCED", "PARTLY", "VERDICTS", "save_figure"]
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+PARTLY = "partly"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, PARTLY)
+
+
+@dataclass
+class Claim:
+    claim: str          # the paper's claim, in one sentence
+    verdict: str        # reproduced / not reproduced / partly
+    evidence: str       # the measured numbers that decide it (and the paper's, where comparable)
+    reason: str = ""    # why, when it is not a plain yes
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+class Report:
+    """Accumulates markdown blocks, figures and claims; :meth:`write` produces report.md + summary.json."""
+
+    def __init__(self, run: Run, *, title: str, paper: str, preset: str, method: str | None = None):
+        self.run = run
+        self.title = title
+        self.paper = paper
+        self.preset = preset
+        self.method = method or run.method
+        self.blocks: list[str] = []
+        self.claims: list[Claim] = []
+        self.summary: dict[str, Any] = {}
+        self.started = time.time()
+
+    # -- content -----------------------------------------------------------------------------------------
+    def section(self, title: str) -> None:
+        self.blocks.append(f"## {title}")
+
+    def text(self, markdown: str) -> None:
+        self.blocks.append(markdown.strip())
+
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None) -> None:
+        block = format_table_markdown(headers, list(rows))
+        self.blocks.append(f"{block}\n\n*{caption}*" if caption else block)
+
+    def figure(self, fig: Any, name: str, caption: str = "") -> Path:
+        path = save_figure(fig, self.run.figures_dir / f"{name}.png")
+        self.blocks.append(f"![{caption or name}](figures/{path.name})" + (f"\n\n*{caption}*" if caption else ""))
+        return path
+
+    def claim(self, claim: str, *, verdict: str, evidence: str, reason: str = "") -> Claim:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        c = Claim(claim=claim, verdict=verdict, evidence=evidence, reason=reason)
+        self.claims.append(c)
+        return c
+
+    def add_summary(self, **values: Any) -> None:
+        self.summary.update(values)
+
+    # -- output ------------------------------------------------------------------------------------------
+    @property
+    def verdict(self) -> str:
+        """Overall: reproduced if every claim is, not reproduced if none is, else partly."""
+        verdicts = {c.verdict for c in self.claims}
+        if not verdicts:
+            return NOT_REPRODUCED
+        if verdicts == {REPRODUCED}:
+            return REPRODUCED
+        if verdicts == {NOT_REPRODUCED}:
+            return NOT_REPRODUCED
+        return PARTLY
+
+    def markdown(self) -> str:
+        elapsed = time.time() - self.started
+        head = [
+            f"# {self.title}: reproduction report",
+            "",
+            f"**Paper:** {self.paper}  ",
+            f"**Preset:** `{self.preset}`  ",
+            f"**Run directory:** `{self.run.dir}`  ",
+            f"**Wall time:** {elapsed:.0f} s  ",
+            f"**Overall verdict:** {self.verdict}",
+            "",
+            "## Claims and verdicts",
+            "",
+        ]
+        rows = [(i + 1, c.claim, f"**{c.verdict}**", c.evidence + (f" ({c.reason})" if c.reason else ""))
+                for i, c in enumerate(self.claims)]
+        head.append(format_table_markdown(["#", "claim (paper)", "verdict", "measured here"], rows))
+        return "\n".join(head) + "\n\n" + "\n\n".join(self.blocks) + "\n"
+
+    def write(self) -> Path:
+        """Write report.md and summary.json into the run directory; return the report path."""
+        path = self.run.dir / "report.md"
+        path.write_text(self.markdown())
+        summary = {
+            "method": self.method,
+            "title": self.title,
+            "paper": self.paper,
+            "preset": self.preset,
+            "verdict": self.verdict,
+            "claims": [asdict(c) for c in self.claims],
+            "seconds": round(time.time() - self.started, 1),
+            **self.summary,
+        }
+        self.run.write_summary(summary)
+        return path
+
+    @staticmethod
+    def load_summary(run_dir: str | Path) -> dict[str, Any]:
+        return json.loads((Path(run_dir) / "summary.json").read_text())

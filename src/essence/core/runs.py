@@ -1,0 +1,115 @@
+"""Run directories: ``runs/<method>/<YYYYmmdd-HHMMSS>-<preset>/`` with config, metrics, checkpoints, report.
+
+    run = Run.create("moco", "quick")          # or Run.create(..., out="my/dir")
+    run.save_config(cfg)
+    run.log(step=10, loss=1.23)                # appends a JSON line to metrics.jsonl (main process only)
+    run.write_summary({"knn_top1": 0.81})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from essence.core.distributed import broadcast_object, is_main
+
+__all__ = ["Run", "default_runs_root", "read_metrics"]
+
+
+def default_runs_root() -> Path:
+    return Path(os.environ.get("ESSENCE_RUNS", "runs"))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _clean(value: Any) -> Any:
+    """NaN / inf become null so that metrics.jsonl stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Run:
+    """One run directory. Only the main process writes; all processes agree on the path."""
+
+    def __init__(self, path: str | Path, *, method: str = "", preset: str = ""):
+        self.dir = Path(path)
+        self.method = method
+        self.preset = preset
+        if is_main():
+            for sub in ("", "checkpoints", "figures"):
+                (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, method: str, preset: str, out: str | Path | None = None, *, exact: bool = False) -> Run:
+        """A new run dir. ``out`` is the place itself when ``exact`` (``--out DIR``), else a parent folder."""
+        if out is not None and exact:
+            path = Path(out)
+        else:
+            root = Path(out) if out is not None else default_runs_root()
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = root / method / f"{stamp}-{preset}"
+            n = 1
+            while is_main() and path.exists():
+                n += 1
+                path = root / method / f"{stamp}-{preset}-{n}"
+        path = Path(broadcast_object(str(path)))
+        return cls(path, method=method, preset=preset)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.dir / "figures"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    def save_config(self, config: Any) -> None:
+        if is_main():
+            data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            (self.dir / "config.json").write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Append one record to metrics.jsonl: ``{"step": .., "time": .., **metrics}``."""
+        if not is_main():
+            return
+        record = {"step": step, "time": round(time.time(), 3)} if step is not None else {"time": time.time()}
+        record.update({k: _clean(v.item() if hasattr(v, "item") else v) for k, v in metrics.items()})
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        path = self.dir / "summary.json"
+        if is_main():
+            path.write_text(json.dumps(dict(summary), indent=2, default=_json_default) + "\n")
+        return path
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Read a metrics.jsonl file (or a run directory) into a list of dicts."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

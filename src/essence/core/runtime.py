@@ -1,0 +1,65 @@
+"""Seeding, deterministic mode and device selection."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "resolve_device", "set_deterministic", "default_num_threads"]
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a fresh ``torch.Generator`` seeded the same way.
+
+    With ``deterministic=True`` torch is also asked to use deterministic kernels (slower on GPU).
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        set_deterministic(True)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Ask torch for deterministic algorithms (and cuBLAS for a deterministic workspace)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available raises ValueError."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA GPU (use --device cpu or auto)")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' was requested but this machine has no MPS backend")
+    return torch.device(name)
+
+
+def default_num_threads() -> int:
+    """Threads for intra-op parallelism: all cores, divided among the local processes under torchrun."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (os.cpu_count() or 1) // local_world)
