@@ -15,7 +15,7 @@ from pathlib import Path
 from essence.core.cli import ArgumentParser, add_run_args, run_cli
 from essence.core.progress import console, format_table_markdown, print_table
 from essence.core.registry import suggest
-from essence.core.report import NOT_REPRODUCED, Report
+from essence.core.report import Report
 from essence.core.runs import Run, default_runs_root
 from essence.methods import METHODS, MethodInfo, get_method, import_method
 
@@ -36,7 +36,7 @@ def reproduce_method(name: str, *, preset: str = "quick", out: str | Path | None
 
 
 def _cmd_list() -> int:
-    rows = [(m.cli_name, m.title, m.status, m.paper) for m in (METHODS.get(n) for n in METHODS)]
+    rows = [(m.cli_name, m.title, m.status, m.cite) for m in (METHODS.get(n) for n in METHODS)]
     print_table(["method", "title", "status", "paper"], rows, title="essence: nine 2019 papers")
     return 0
 

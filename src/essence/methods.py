@@ -21,6 +21,7 @@ class MethodInfo:
     name: str            # Python package: essence.<name>
     cli_name: str        # essence <cli_name> ...
     title: str
+    cite: str            # short citation for tables
     paper: str
     card: str            # paper card in shared/papers/
     extra: str           # pip extra that the method needs: essence[<extra>]
@@ -34,32 +35,32 @@ class MethodInfo:
 METHODS: Registry[MethodInfo] = Registry("method")
 
 for _info in [
-    MethodInfo("polyencoder", "polyencoder", "Poly-encoders",
+    MethodInfo("polyencoder", "polyencoder", "Poly-encoders", "Humeau et al., ICLR 2020",
                "Humeau, Shuster, Lachaux, Weston. Poly-encoders: Transformer Architectures and Pre-training "
                "Strategies for Fast and Accurate Multi-sentence Scoring. ICLR 2020 (arXiv 2019)",
                "poly_encoders.md", "text", False),
-    MethodInfo("idvae", "idvae", "Implicit-Discriminator VAE",
+    MethodInfo("idvae", "idvae", "Implicit-Discriminator VAE", "Munjal et al., 2019",
                "Munjal, Paul, Krishnan. Implicit Discriminator in Variational Autoencoder. 2019",
                "idvae.md", "vision", False),
-    MethodInfo("noisy_student", "noisy-student", "Noisy Student",
+    MethodInfo("noisy_student", "noisy-student", "Noisy Student", "Xie et al., CVPR 2020",
                "Xie, Luong, Hovy, Le. Self-training with Noisy Student improves ImageNet classification. CVPR 2020",
                "noisy_student.md", "vision", False),
-    MethodInfo("moco", "moco", "MoCo",
+    MethodInfo("moco", "moco", "MoCo", "He et al., CVPR 2020",
                "He, Fan, Wu, Xie, Girshick. Momentum Contrast for Unsupervised Visual Representation Learning. "
                "CVPR 2020 (+ MoCo v2, Chen et al. 2020)", "moco.md", "vision", False),
-    MethodInfo("corruptions", "corruptions", "ImageNet-C/P",
+    MethodInfo("corruptions", "corruptions", "ImageNet-C/P", "Hendrycks & Dietterich, ICLR 2019",
                "Hendrycks, Dietterich. Benchmarking Neural Network Robustness to Common Corruptions and "
                "Perturbations. ICLR 2019", "imagenet_c.md", "vision", False),
-    MethodInfo("distilbert", "distilbert", "DistilBERT",
+    MethodInfo("distilbert", "distilbert", "DistilBERT", "Sanh et al., 2019",
                "Sanh, Debut, Chaumond, Wolf. DistilBERT, a distilled version of BERT. 2019",
                "distilbert.md", "text", False),
-    MethodInfo("pplm", "pplm", "PPLM",
+    MethodInfo("pplm", "pplm", "PPLM", "Dathathri et al., ICLR 2020",
                "Dathathri et al. Plug and Play Language Models: A Simple Approach to Controlled Text Generation. "
                "ICLR 2020", "pplm.md", "text", False),
-    MethodInfo("deep_salience", "deep-salience", "Deep Salience",
+    MethodInfo("deep_salience", "deep-salience", "Deep Salience", "Bittner et al., ISMIR 2017",
                "Bittner, McFee, Salamon, Li, Bello. Deep Salience Representations for F0 Estimation in "
                "Polyphonic Music. ISMIR 2017", "deep_salience.md", "audio", False),
-    MethodInfo("stylegan2", "stylegan2", "StyleGAN2",
+    MethodInfo("stylegan2", "stylegan2", "StyleGAN2", "Karras et al., CVPR 2020",
                "Karras et al. Analyzing and Improving the Image Quality of StyleGAN. CVPR 2020",
                "stylegan2.md", "vision", False),
 ]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ __all__ = [
     "broadcast_object",
     "reduce_dict",
     "main_first",
+    "launch_local",
 ]
 
 
@@ -191,3 +193,67 @@ def reduce_dict(values: Mapping[str, float | torch.Tensor], op: str = "mean") ->
         stacked = stacked.cuda()
     reduced = all_reduce(stacked, op=op).cpu().tolist()
     return dict(zip(keys, reduced))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# launching local process groups (tests, CPU experiments)
+# ----------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _local_worker(rank: int, world_size: int, port: int, fn, args, queue) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    try:
+        init_distributed("cpu", backend="gloo", timeout_s=120)
+        result = fn(rank, *args)
+        # plain pickle bytes: tensors sent through the queue as shared memory would die with this process
+        queue.put((rank, "ok", pickle.dumps(result)))
+    except BaseException as err:  # report the failure to the parent instead of hanging it
+        import traceback
+
+        queue.put((rank, "error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
+    finally:
+        cleanup()
+
+
+def launch_local(fn, world_size: int = 2, args: tuple = (), timeout_s: float = 300.0) -> list:
+    """Run ``fn(rank, *args)`` in ``world_size`` real processes joined in a gloo group on this machine.
+
+    Returns the per-rank return values (which must be picklable), ordered by rank. ``fn`` must be importable
+    (a module-level function). Used by the multi-process tests; a 1-process call works too.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_local_worker, args=(r, world_size, port, fn, args, queue))
+             for r in range(world_size)]
+    for p in procs:
+        p.start()
+    results: dict[int, object] = {}
+    errors: list[str] = []
+    try:
+        for _ in range(world_size):
+            rank, status, value = queue.get(timeout=timeout_s)
+            if status == "ok":
+                results[rank] = pickle.loads(value)  # our own child processes' results
+            else:
+                errors.append(f"rank {rank}: {value}")
+                break
+    finally:
+        for p in procs:
+            p.join(timeout=5 if errors else timeout_s)
+            if p.is_alive():
+                p.terminate()
+    if errors:
+        raise RuntimeError("a local process failed:\n" + "\n".join(errors))
+    return [results[r] for r in range(world_size)]

@@ -115,10 +115,10 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], title: st
         return
     table = Table(title=title, show_lines=False)
     for h in headers:
-        table.add_column(str(h))
+        table.add_column(str(h), overflow="fold")
     for row in rows:
         table.add_row(*(_fmt(v) for v in row))
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def format_table_markdown(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

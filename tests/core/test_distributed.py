@@ -1,0 +1,95 @@
+"""Two real gloo processes: DDP gradients, all_gather (with and without gradient), broadcast, metric reduction."""
+
+import torch
+
+from essence.core import distributed as dist
+from essence.metrics import Accuracy, Mean, Metric
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 2, generator=g)
+
+
+class _Cat(Metric):
+    def __init__(self):
+        super().__init__()
+        self.add_state("values", [], reduce="cat")
+        self.add_state("biggest", torch.tensor(float("-inf")), reduce="max")
+
+    def update(self, x):
+        self.values.append(x)
+        self.biggest = torch.maximum(self.biggest, x.max())
+
+    def _compute(self, values, biggest):
+        return values.tolist(), float(biggest)
+
+
+def _worker(rank):
+    world = dist.get_world_size()
+    x, y = _data()
+    local = slice(rank * 4, rank * 4 + 4)
+
+    # 1. DDP averages gradients: equal to one process on the concatenated batch
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    torch.nn.functional.mse_loss(model(x[local]), y[local]).backward()
+    ddp_grads = [p.grad.clone() for p in model.parameters()]
+
+    # 2. all_gather without and with gradient
+    gathered = dist.all_gather(torch.full((2, 3), float(rank)))
+    feats = torch.full((2,), float(rank + 1), requires_grad=True)
+    both = dist.all_gather_with_grad(feats)
+    (both * torch.arange(1.0, 5.0)).sum().backward()
+
+    # 3. broadcast, reduce_dict, metrics
+    b = dist.broadcast(torch.tensor([rank + 10.0]), src=1)
+    red = dist.reduce_dict({"loss": float(rank), "acc": 1.0 + rank})
+    acc = Accuracy()
+    logits = torch.eye(3)[[0, 1, 2, 0]] if rank == 0 else torch.eye(3)[[1, 1, 1, 1]]
+    acc.update(logits, torch.tensor([0, 1, 2, 1]))  # rank 0: 3/4 correct, rank 1: 2/4 correct
+    mean = Mean()
+    mean.update(torch.tensor([float(rank)] * (rank + 1)))
+    cat = _Cat()
+    cat.update(torch.arange(rank + 1, dtype=torch.float32) + 10 * rank)
+    return dict(world=world, grads=ddp_grads, gathered=gathered, feat_grad=feats.grad, bcast=b.item(),
+                red=red, acc=acc.compute(), mean=mean.compute(), cat=cat.compute())
+
+
+def test_two_process_gloo():
+    results = dist.launch_local(_worker, world_size=2)
+    assert [r["world"] for r in results] == [2, 2]
+
+    # single-process reference on the whole batch
+    x, y = _data()
+    model = _model()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    for r in results:
+        for g, p in zip(r["grads"], model.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+    expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
+    for r in results:
+        assert torch.equal(r["gathered"], expected)
+    # each rank's loss is sum(both * [1,2,3,4]); gradient to rank r's slice sums over both ranks' losses
+    assert torch.equal(results[0]["feat_grad"], torch.tensor([2.0, 4.0]))
+    assert torch.equal(results[1]["feat_grad"], torch.tensor([6.0, 8.0]))
+    assert all(r["bcast"] == 11.0 for r in results)
+    assert results[0]["red"] == {"acc": 1.5, "loss": 0.5}
+    assert all(r["acc"] == 5 / 8 for r in results)
+    assert all(abs(r["mean"] - 2 / 3) < 1e-12 for r in results)  # values 0 | 1, 1
+    assert all(r["cat"] == ([0.0, 10.0, 11.0], 11.0) for r in results)
+
+
+def test_helpers_work_in_one_process():
+    t = torch.arange(4.0)
+    assert dist.all_gather(t) is t and dist.all_gather_with_grad(t) is t
+    assert torch.equal(dist.all_reduce(t, "mean"), t)
+    assert dist.is_main() and dist.get_world_size() == 1
+    assert dist.reduce_dict({"a": 2}) == {"a": 2.0}
+    info = dist.init_distributed("cpu")
+    assert info.world_size == 1 and info.is_main and info.device.type == "cpu"
