@@ -55,3 +55,20 @@ class _nullcontext:
 
     def __exit__(self, *a):
         return False
+
+
+def test_missing_extra_names_the_extra(monkeypatch):
+    import importlib
+
+    from essence import methods
+
+    info = methods.METHODS.get("moco")
+    monkeypatch.setitem(methods.METHODS._items, "moco", methods.MethodInfo(**{**info.__dict__, "implemented": True}))
+
+    def fake_import(name, *a, **k):
+        raise ModuleNotFoundError("No module named 'kornia'", name="kornia")
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    with pytest.raises(methods.MissingExtraError, match=r"pip install 'essence\[vision\]'"):
+        methods.import_method("moco")
+    assert main(["moco", "--help"]) == 1

@@ -40,6 +40,15 @@ def _worker(rank):
     torch.nn.functional.mse_loss(model(x[local]), y[local]).backward()
     ddp_grads = [p.grad.clone() for p in model.parameters()]
 
+    # 1b. gradient accumulation: two micro-batches under no_sync on the first equal the whole local batch
+    from essence.core.loop import accumulation_context
+
+    acc_model = torch.nn.parallel.DistributedDataParallel(_model())
+    for i, part in enumerate((slice(rank * 4, rank * 4 + 2), slice(rank * 4 + 2, rank * 4 + 4))):
+        with accumulation_context(acc_model, i, 2):
+            (torch.nn.functional.mse_loss(acc_model(x[part]), y[part]) / 2).backward()
+    acc_grads = [p.grad.clone() for p in acc_model.parameters()]
+
     # 2. all_gather without and with gradient
     gathered = dist.all_gather(torch.full((2, 3), float(rank)))
     feats = torch.full((2,), float(rank + 1), requires_grad=True)
@@ -56,8 +65,8 @@ def _worker(rank):
     mean.update(torch.tensor([float(rank)] * (rank + 1)))
     cat = _Cat()
     cat.update(torch.arange(rank + 1, dtype=torch.float32) + 10 * rank)
-    return dict(world=world, grads=ddp_grads, gathered=gathered, feat_grad=feats.grad, bcast=b.item(),
-                red=red, acc=acc.compute(), mean=mean.compute(), cat=cat.compute())
+    return dict(world=world, grads=ddp_grads, acc_grads=acc_grads, gathered=gathered, feat_grad=feats.grad,
+                bcast=b.item(), red=red, acc=acc.compute(), mean=mean.compute(), cat=cat.compute())
 
 
 def test_two_process_gloo():
@@ -69,8 +78,9 @@ def test_two_process_gloo():
     model = _model()
     torch.nn.functional.mse_loss(model(x), y).backward()
     for r in results:
-        for g, p in zip(r["grads"], model.parameters()):
+        for g, a, p in zip(r["grads"], r["acc_grads"], model.parameters()):
             torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
 
     expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
     for r in results:
