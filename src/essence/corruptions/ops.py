@@ -1,0 +1,407 @@
+"""Batched image operations that the corruptions are built from, each matching the library call of the
+original generator (scipy / scikit-image / OpenCV / Pillow / ImageMagick) that it replaces.
+
+All functions take float tensors shaped (N, C, H, W) (or (N, H, W) for 2-D maps) on any device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["fold_index", "gaussian_matrix", "gaussian_filter", "clipped_zoom", "motion_blur",
+           "motion_offsets", "rgb_to_hsv", "hsv_to_rgb", "pil_resize_box", "plasma_fractal",
+           "glass_permutation", "rgb_to_gray", "disk_kernel", "filter2d_reflect101",
+           "cv2_warp_affine", "map_coordinates_reflect", "affine_from_points"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# boundary handling
+# ------------------------------------------------------------------------------------------------------
+def fold_index(idx: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    """Map integer indices outside [0, n) back inside, as scipy.ndimage / OpenCV border modes do.
+
+    ``nearest`` (edge, cv2 REPLICATE), ``reflect`` (half-sample symmetric, scipy 'reflect', cv2 REFLECT),
+    ``mirror`` (whole-sample symmetric, scipy 'mirror', cv2 REFLECT_101). Works for any distance outside.
+    """
+    if mode == "nearest" or n == 1:
+        return idx.clamp(0, n - 1)
+    if mode == "reflect":
+        period = 2 * n
+        r = torch.remainder(idx, period)
+        return torch.where(r >= n, period - 1 - r, r)
+    if mode == "mirror":
+        period = 2 * n - 2
+        r = torch.remainder(idx, period)
+        return torch.where(r >= n, period - r, r)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Gaussian filtering (scipy.ndimage.gaussian_filter / skimage.filters.gaussian)
+# ------------------------------------------------------------------------------------------------------
+def gaussian_matrix(n: int, sigma: float, *, truncate: float = 4.0, mode: str = "nearest",
+                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, n) matrix G with ``G @ v == scipy.ndimage.gaussian_filter1d(v, sigma, mode=mode, truncate=...)``.
+
+    A dense banded matrix handles every border mode exactly, even when the kernel is wider than the
+    signal (elastic_transform blurs 224 pixels with sigma 170).
+    """
+    if sigma <= 1e-15:
+        return torch.eye(n, dtype=dtype, device=device)
+    radius = int(truncate * float(sigma) + 0.5)
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 / (float(sigma) ** 2) * k**2)
+    w /= w.sum()
+    rows = np.repeat(np.arange(n), 2 * radius + 1)
+    cols = (np.arange(n)[:, None] + k[None, :].astype(np.int64)).reshape(-1)
+    cols = fold_index(torch.from_numpy(cols), n, mode).numpy()
+    g = np.zeros((n, n), dtype=np.float64)
+    np.add.at(g, (rows, cols), np.tile(w, n))
+    return torch.from_numpy(g).to(device=device, dtype=dtype)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, *, truncate: float = 4.0, mode: str = "nearest") -> torch.Tensor:
+    """Separable Gaussian over the last two axes (skimage ``gaussian(..., channel_axis=...)`` semantics)."""
+    if sigma <= 1e-15:
+        return x
+    gh = gaussian_matrix(x.shape[-2], sigma, truncate=truncate, mode=mode, dtype=x.dtype, device=x.device)
+    gw = gaussian_matrix(x.shape[-1], sigma, truncate=truncate, mode=mode, dtype=x.dtype, device=x.device)
+    return gh @ x @ gw.T
+
+
+# ------------------------------------------------------------------------------------------------------
+# zoom (scipy.ndimage.zoom, order=1) as used by ImageNet-C's clipped_zoom
+# ------------------------------------------------------------------------------------------------------
+def _zoom_geometry(n: int, z: float) -> tuple[int, int, int]:
+    crop = int(np.ceil(n / float(z)))
+    top = (n - crop) // 2
+    out = int(round(crop * float(z)))  # scipy: output shape = round(input * zoom)
+    trim = (out - n) // 2
+    return top, crop, out, trim
+
+
+def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
+    """Centre crop of size ceil(n / z), zoomed back by z (bilinear, scipy grid_mode=False), centre-trimmed.
+
+    scipy's ``zoom(order=1)`` maps output o to input o * (in - 1) / (out - 1), which is exactly
+    ``F.interpolate(align_corners=True)``. Axes are handled separately (the original assumed square images).
+    """
+    h, w = x.shape[-2:]
+    top_h, ch, out_h, trim_h = _zoom_geometry(h, z)
+    top_w, cw, out_w, trim_w = _zoom_geometry(w, z)
+    crop = x[..., top_h:top_h + ch, top_w:top_w + cw]
+    lead = crop.shape[:-2]
+    y = F.interpolate(crop.reshape(-1, 1, ch, cw), size=(out_h, out_w), mode="bilinear", align_corners=True)
+    y = y.reshape(*lead, out_h, out_w)
+    return y[..., trim_h:trim_h + h, trim_w:trim_w + w]
+
+
+# ------------------------------------------------------------------------------------------------------
+# ImageMagick MotionBlurImage
+# ------------------------------------------------------------------------------------------------------
+def motion_offsets(radius: float, sigma: float, angle: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Kernel weights and (dy, dx) sample offsets of ``MagickMotionBlurImage(radius, sigma, angle)``.
+
+    ImageMagick: width = 2 * ceil(radius) + 1; kernel[i] = exp(-i^2 / (2 sigma^2)), normalised;
+    point = (width sin a, width cos a); offset[i] = (ceil(i * point.y / |point| - 0.5),
+    ceil(i * point.x / |point| - 0.5)) as (x, y); out(x, y) = sum_i kernel[i] * in(x + off.x, y + off.y)
+    with edge virtual pixels.
+    """
+    width = int(2 * math.ceil(radius) + 1)
+    i = np.arange(width, dtype=np.float64)
+    kernel = np.exp(-(i**2) / (2.0 * sigma**2))
+    kernel /= kernel.sum()
+    a = math.radians(angle)
+    px, py = width * math.sin(a), width * math.cos(a)
+    hyp = math.hypot(px, py)
+    offs = [(int(math.ceil(k * px / hyp - 0.5)), int(math.ceil(k * py / hyp - 0.5))) for k in range(width)]
+    return kernel, offs
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.Tensor:
+    """ImageMagick motion blur of each image n at ``angles[n]`` degrees (edge pixels repeated)."""
+    n, _, h, w = x.shape
+    plans = [motion_offsets(radius, sigma, float(a)) for a in angles]
+    pad_y = max(abs(dy) for _, offs in plans for dy, _ in offs)
+    pad_x = max(abs(dx) for _, offs in plans for _, dx in offs)
+    xp = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate") if (pad_x or pad_y) else x
+    out = torch.zeros_like(x)
+    for j, (kernel, offs) in enumerate(plans):
+        acc = out[j]
+        for k, (dy, dx) in zip(kernel, offs):
+            acc.add_(xp[j, :, pad_y + dy:pad_y + dy + h, pad_x + dx:pad_x + dx + w], alpha=float(k))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# colour
+# ------------------------------------------------------------------------------------------------------
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """cv2.COLOR_RGB2GRAY on floats: 0.299 R + 0.587 G + 0.114 B, shape (N, 1, H, W)."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.rgb2hsv on (N, 3, H, W) in [0, 1] (same tie-breaking: blue, then green, then red)."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v = x.amax(1)
+    delta = v - x.amin(1)
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    s = torch.where(delta == 0, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
+    h = torch.zeros_like(v)
+    h = torch.where(r == v, (g - b) / safe, h)
+    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
+    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(delta == 0, torch.zeros_like(h), h)
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb on (N, 3, H, W)."""
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = torch.remainder(hi, 6).long()
+    choices = torch.stack([torch.stack(c, 1) for c in
+                           [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]], 0)
+    idx = hi[None, :, None].expand(1, -1, 3, -1, -1)
+    return torch.gather(choices, 0, idx)[0]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pillow Image.resize(..., Image.BOX) on uint8 images, bit-exact fixed-point arithmetic
+# ------------------------------------------------------------------------------------------------------
+_PRECISION_BITS = 32 - 8 - 2
+
+
+def _pil_box_coeffs(in_size: int, out_size: int) -> np.ndarray:
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    m = np.zeros((out_size, in_size), dtype=np.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        t = (np.arange(xmin, xmax) - center + 0.5) / filterscale
+        k = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        if k.sum() != 0:
+            k /= k.sum()
+        m[xx, xmin:xmax] = k
+    fixed = np.where(m < 0, np.trunc(-0.5 + m * (1 << _PRECISION_BITS)), np.trunc(0.5 + m * (1 << _PRECISION_BITS)))
+    return fixed
+
+
+def pil_resize_box(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``PIL.Image.resize((w, h), Image.BOX)`` of uint8-valued images (x holds integers 0..255 as floats).
+
+    Horizontal pass then vertical pass, each in Pillow's 22-bit fixed point with rounding and clipping.
+    """
+    out_h, out_w = size
+    h, w = x.shape[-2:]
+    y = x.to(torch.float64)
+    half = float(1 << (_PRECISION_BITS - 1))
+    scale = float(1 << _PRECISION_BITS)
+    if out_w != w:
+        kw = torch.from_numpy(_pil_box_coeffs(w, out_w)).to(y.device)
+        y = torch.floor((y @ kw.T + half) / scale).clamp_(0, 255)
+    if out_h != h:
+        kh = torch.from_numpy(_pil_box_coeffs(h, out_h)).to(y.device)
+        y = torch.floor((kh @ y + half) / scale).clamp_(0, 255)
+    return y.to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------
+# diamond-square plasma fractal (fog)
+# ------------------------------------------------------------------------------------------------------
+def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu", uniforms: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """(n, mapsize, mapsize) float64 heightmaps in [0, 1], the diamond-square algorithm of ImageNet-C's fog.
+
+    Each "wibbled mean" adds ``wibble * U(-wibble, wibble)``. ``uniforms`` (values in [-1, 1), consumed in
+    the order the algorithm draws them) makes the map reproducible from given draws (used by the tests).
+    """
+    if mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two, got {mapsize}")
+    m = torch.zeros((n, mapsize, mapsize), dtype=torch.float64, device=device)
+    stepsize = mapsize
+    wibble = 100.0
+    draws = iter(uniforms) if uniforms is not None else None
+
+    def wibbledmean(a: torch.Tensor) -> torch.Tensor:
+        if draws is not None:
+            u = next(draws).to(device=device, dtype=torch.float64).reshape(a.shape)
+        else:
+            u = torch.rand(a.shape, generator=generator, dtype=torch.float64).to(device) * 2 - 1
+        return a / 4 + wibble * (wibble * u)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        # squares
+        corner = m[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        acc = corner + torch.roll(corner, -1, 1)
+        acc = acc + torch.roll(acc, -1, 2)
+        m[:, half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(acc)
+        # diamonds
+        dr = m[:, half:mapsize:stepsize, half:mapsize:stepsize]
+        ul = m[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        lt = dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2)
+        m[:, 0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(lt)
+        tt = dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1)
+        m[:, half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(tt)
+        stepsize //= 2
+        wibble /= wibbledecay
+    m = m - m.amin((1, 2), keepdim=True)
+    return m / m.amax((1, 2), keepdim=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# glass blur: the sequence of local pixel swaps, as a permutation
+# ------------------------------------------------------------------------------------------------------
+def glass_permutation(h: int, w: int, delta: int, offsets: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Source index of every pixel after ImageNet-C's glass-blur loop, for each image: (N, H*W) int64.
+
+    The loop visits (row, col) for row = h-delta .. delta+1 and col = w-delta .. delta+1 (descending) and
+    executes ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` with (h', w') = (h + dy, w + dx). On an RGB numpy
+    image ``x[h, w]`` is a *view*, so that statement copies x[h', w'] into x[h, w] and leaves x[h', w']
+    unchanged (it is not a swap); this is what ImageNet-C computed and what is reproduced here.
+
+    Each position is written once per pass, so after the pass src[p] = src[q] if q was visited earlier in
+    the pass (q > p), else the value from before the pass. That is a forest of pointers to larger indices,
+    resolved for all pixels and images at once by pointer doubling (log2(H*W) gathers), no Python loop
+    over pixels. ``offsets``: (N, iterations, steps, 2) of (dx, dy) in [-delta, delta).
+    """
+    offsets = torch.as_tensor(offsets)
+    n, iters, steps, _ = offsets.shape
+    device = offsets.device
+    rows = torch.arange(h - delta, delta, -1, device=device)
+    cols = torch.arange(w - delta, delta, -1, device=device)
+    pos = (rows[:, None] * w + cols[None, :]).reshape(-1)
+    if pos.numel() != steps:
+        raise ValueError(f"expected {pos.numel()} offsets per iteration, got {steps}")
+    hw = h * w
+    visited = torch.zeros(hw, dtype=torch.bool, device=device)
+    visited[pos] = True
+    ident = torch.arange(hw, device=device).expand(n, hw)
+    src = ident.clone()
+    shift = offsets[..., 1].long() * w + offsets[..., 0].long()              # (N, iters, steps)
+    for it in range(iters):
+        q = pos[None, :] + shift[:, it]                                      # (N, steps)
+        chained = (q > pos[None, :]) & visited[q]
+        nxt = ident.clone()
+        nxt[:, pos] = torch.where(chained, q, pos[None, :].expand(n, -1))
+        val = src.clone()
+        val[:, pos] = torch.where(chained, src.gather(1, pos[None, :].expand(n, -1)), src.gather(1, q))
+        while True:  # pointer doubling until every chain points at its terminal node
+            nn = nxt.gather(1, nxt)
+            if torch.equal(nn, nxt):
+                break
+            nxt = nn
+        src = val.gather(1, nxt)
+    return src
+
+
+# ------------------------------------------------------------------------------------------------------
+# OpenCV pieces: disk kernel + filter2D (defocus), warpAffine (elastic)
+# ------------------------------------------------------------------------------------------------------
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """ImageNet-C ``disk``: normalised disk on a grid of +-8 (radius <= 8) or +-radius, then
+    ``cv2.GaussianBlur`` with ksize 3 (radius <= 8) or 5 and sigma alias_blur (border REFLECT_101)."""
+    if radius <= 8:
+        grid, ksize = np.arange(-8, 9), 3
+    else:
+        grid, ksize = np.arange(-radius, radius + 1), 5
+    xx, yy = np.meshgrid(grid, grid)
+    d = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
+    d /= d.sum()
+    # cv2.getGaussianKernel(ksize, sigma) for sigma > 0 (float32 computation in OpenCV, float64 here)
+    r = (ksize - 1) // 2
+    g = np.exp(-(np.arange(-r, r + 1, dtype=np.float64) ** 2) / (2 * alias_blur**2))
+    g /= g.sum()
+    t = torch.from_numpy(d.astype(np.float64))
+    n = t.shape[0]
+    idx = fold_index(torch.arange(-r, n + r), n, "mirror")
+    tp = t[idx][:, idx]
+    gt = torch.from_numpy(g)
+    tmp = sum(gt[k] * tp[k:k + n, :] for k in range(ksize))
+    out = sum(gt[k] * tmp[:, k:k + n] for k in range(ksize))
+    return out.numpy().astype(np.float32)
+
+
+def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """``cv2.filter2D(x, -1, kernel)`` per channel (correlation, anchor at the centre, BORDER_REFLECT_101)."""
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    n, c, h, w = x.shape
+    ih = fold_index(torch.arange(-ph, h + ph, device=x.device), h, "mirror")
+    iw = fold_index(torch.arange(-pw, w + pw, device=x.device), w, "mirror")
+    xp = x[:, :, ih][:, :, :, iw]
+    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)[None, None]
+    return F.conv2d(xp.reshape(n * c, 1, h + 2 * ph, w + 2 * pw), k).reshape(n, c, h, w)
+
+
+def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``cv2.getAffineTransform(src, dst)``: the 2x3 matrix mapping three (x, y) points onto three others."""
+    a = np.zeros((6, 6))
+    b = np.zeros(6)
+    for i in range(3):
+        a[2 * i, 0:2], a[2 * i, 2] = src[i], 1
+        a[2 * i + 1, 3:5], a[2 * i + 1, 5] = src[i], 1
+        b[2 * i], b[2 * i + 1] = dst[i]
+    return np.linalg.solve(a, b).reshape(2, 3)
+
+
+def _bilinear_gather(x: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor,
+                     mode: str) -> torch.Tensor:
+    """Bilinear sample of (N, C, H, W) at integer corners (y0, x0) + fractions; corners folded by ``mode``."""
+    n, c, h, w = x.shape
+    ya, yb = fold_index(y0, h, mode), fold_index(y0 + 1, h, mode)
+    xa, xb = fold_index(x0, w, mode), fold_index(x0 + 1, w, mode)
+    flat = x.reshape(n, c, h * w)
+
+    def take(yy, xx):
+        idx = (yy * w + xx).reshape(n, 1, -1).expand(n, c, -1)
+        return torch.gather(flat, 2, idx).reshape(n, c, *yy.shape[1:])
+
+    fy, fx = fy[:, None].to(x.dtype), fx[:, None].to(x.dtype)
+    top = take(ya, xa) * (1 - fx) + take(ya, xb) * fx
+    bot = take(yb, xa) * (1 - fx) + take(yb, xb) * fx
+    return top * (1 - fy) + bot * fy
+
+
+def cv2_warp_affine(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
+    """``cv2.warpAffine(img, M, (w, h), borderMode=BORDER_REFLECT_101)`` (bilinear) for each image.
+
+    OpenCV inverts M and samples the source at coordinates quantised to 1/32 pixel (INTER_BITS = 5,
+    via 10-bit fixed point), which is reproduced here.
+    """
+    n, _, h, w = x.shape
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    sy_all, sx_all = [], []
+    for m in matrices:
+        full = np.vstack([m, [0, 0, 1]])
+        inv = np.linalg.inv(full)[:2]
+        # X = ((round((M1 y + M2) * 1024) + 16) + round(M0 x * 1024)) >> 5, idem for Y
+        x_fixed = np.floor((np.rint((inv[0, 1] * ys + inv[0, 2]) * 1024) + 16 + np.rint(inv[0, 0] * xs * 1024)) / 32)
+        y_fixed = np.floor((np.rint((inv[1, 1] * ys + inv[1, 2]) * 1024) + 16 + np.rint(inv[1, 0] * xs * 1024)) / 32)
+        sx_all.append(x_fixed)
+        sy_all.append(y_fixed)
+    sx = torch.from_numpy(np.stack(sx_all)).to(x.device)
+    sy = torch.from_numpy(np.stack(sy_all)).to(x.device)
+    x0, y0 = torch.div(sx, 32, rounding_mode="floor"), torch.div(sy, 32, rounding_mode="floor")
+    fx, fy = (sx - x0 * 32) / 32, (sy - y0 * 32) / 32
+    return _bilinear_gather(x, y0.long(), x0.long(), fy, fx, "mirror")
+
+
+def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``scipy.ndimage.map_coordinates(order=1, mode='reflect')`` at (rows, cols) of shape (N, H, W)."""
+    y0, x0 = torch.floor(rows), torch.floor(cols)
+    return _bilinear_gather(x, y0.long(), x0.long(), rows - y0, cols - x0, "reflect")
