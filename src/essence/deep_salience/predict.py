@@ -1,0 +1,240 @@
+"""Salience and F0 from audio: loading and validating audio, chunked HCQT + CNN with bounded memory, and the
+output files (the original's CSV, ``.npz`` salience, a PNG plot, MIDI notes).
+
+Chunking keeps the result equal to whole-file processing: (1) the HCQT is log-scaled against the maximum of the
+*whole file* (the original's ``ref=np.max``), found in a first pass over the chunks when the file is longer than
+one chunk; (2) every chunk's HCQT is computed with 3 s of audio context on both sides (more than the half-length
+of the longest CQT filter, 2.6 s) and the CNN runs on sub-chunks with 8 frames of context (its receptive field is
++-7 frames), so there are no chunk-border artefacts (the original used non-overlapping 2000-frame chunks).
+Memory is bounded by the chunk sizes; the mono 22,050 Hz signal itself is held (88 kB per second of audio), and
+the salience map only when ``--salience`` or ``--plot`` asks for it.
+
+Degenerate input: silent audio gives a warning and an all-zero salience (no F0 anywhere); unreadable, empty,
+NaN/inf and shorter-than-one-frame audio raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from essence.deep_salience.hcqt import HCQT, HOP_LENGTH, SR, freq_grid, log_scale_torch, time_grid
+from essence.deep_salience.model import SalienceNet
+
+__all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "plot_salience",
+           "SilentAudioWarning"]
+
+_CONTEXT_S = 3.0
+_CNN_CONTEXT = 8
+
+
+class SilentAudioWarning(UserWarning):
+    """The audio is digital silence: the salience is all zero and no F0 is reported."""
+
+
+def prepare_audio(y: np.ndarray, sr: int, *, name: str = "audio") -> np.ndarray:
+    """Validate, down-mix (channels last or first) and resample to 22,050 Hz mono float32."""
+    y = np.asarray(y)
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"{name}: sample rate must be a positive integer, got {sr!r}")
+    if y.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: expected a numeric audio array, got dtype {y.dtype}")
+    if y.dtype.kind in "iu":  # PCM integers -> [-1, 1)
+        y = y.astype(np.float32) / float(np.iinfo(y.dtype).max + 1)
+    if y.ndim == 2:  # (n, channels) as soundfile gives, or (channels, n) as librosa gives
+        y = y.mean(axis=1) if y.shape[0] >= y.shape[1] else y.mean(axis=0)
+    if y.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D or 2-D (samples x channels) array, got shape {y.shape}")
+    if y.size == 0:
+        raise ValueError(f"{name}: the audio is empty (0 samples)")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{name}: the audio contains NaN or inf samples")
+    y = y.astype(np.float32)
+    if sr != SR:
+        import soxr
+
+        y = np.asarray(soxr.resample(y, sr, SR, quality="soxr_hq"), dtype=np.float32)
+    if len(y) < HOP_LENGTH:
+        raise ValueError(f"{name}: the audio is shorter than one frame ({len(y)} samples at {SR} Hz; at least "
+                         f"{HOP_LENGTH} = {1000 * HOP_LENGTH / SR:.1f} ms are needed)")
+    return y
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read any file soundfile (or, as a fallback, librosa/audioread) can decode: mono 22,050 Hz float32."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
+    import soundfile as sf
+
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
+        try:
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y, sr = librosa.load(str(path), sr=None, mono=True)
+        except Exception:
+            raise ValueError(f"cannot read audio file {path}: {err}") from None
+    return prepare_audio(y, int(sr), name=str(path))
+
+
+class Predictor:
+    """HCQT -> CNN salience, chunked.
+
+    Args:
+        model: a :class:`SalienceNet` (eval mode is set here).
+        device: where the HCQT filter banks and the CNN run.
+        chunk_seconds: audio per HCQT chunk (30 s); cnn_frames: frames per CNN forward (512).
+        channels: HCQT channels the model takes (``None`` = all six; ``(1,)`` for a single-harmonic model).
+    """
+
+    def __init__(self, model: SalienceNet, device: str | torch.device = "cpu", *, chunk_seconds: float = 30.0,
+                 cnn_frames: int = 512, channels: tuple[int, ...] | None = None):
+        if chunk_seconds <= 0 or cnn_frames <= 0:
+            raise ValueError("chunk_seconds and cnn_frames must be positive")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.hcqt = HCQT(device=self.device)
+        self.chunk = max(HOP_LENGTH, int(chunk_seconds * SR) // HOP_LENGTH * HOP_LENGTH)
+        self.context = int(_CONTEXT_S * SR) // HOP_LENGTH * HOP_LENGTH
+        self.cnn_frames = cnn_frames
+        self.channels = list(channels) if channels is not None else None
+
+    def n_frames(self, n_samples: int) -> int:
+        return 1 + n_samples // HOP_LENGTH
+
+    def _hcqt_chunks(self, y: np.ndarray, ref: float | None) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first global frame, HCQT of frames [first, first + n)) per chunk; ``ref`` None gives magnitudes."""
+        n_total = self.n_frames(len(y))
+        for s0 in range(0, len(y), self.chunk):
+            a0 = max(0, s0 - self.context)
+            a1 = min(len(y), s0 + self.chunk + self.context)
+            mag = self.hcqt(y[a0:a1], log=False)
+            f0 = s0 // HOP_LENGTH
+            f1 = min(n_total, (s0 + self.chunk) // HOP_LENGTH)
+            if s0 + self.chunk >= len(y):
+                f1 = n_total
+            lo = f0 - a0 // HOP_LENGTH
+            part = mag[:, :, lo: lo + (f1 - f0)]
+            if part.shape[-1] < f1 - f0:  # the last chunk's final frame: pad by edge (a centred-frame remainder)
+                part = torch.nn.functional.pad(part, (0, f1 - f0 - part.shape[-1]), mode="replicate")
+            yield f0, (part if ref is None else log_scale_torch(part, ref))
+
+    @torch.no_grad()
+    def _cnn(self, X: torch.Tensor) -> torch.Tensor:
+        """Salience (360, T) of an HCQT (C, 360, T), in sub-chunks with context."""
+        if self.channels is not None:
+            X = X[self.channels]
+        T = X.shape[-1]
+        out = torch.empty(360, T, device=self.device)
+        for t0 in range(0, T, self.cnn_frames):
+            t1 = min(T, t0 + self.cnn_frames)
+            c0, c1 = max(0, t0 - _CNN_CONTEXT), min(T, t1 + _CNN_CONTEXT)
+            s = self.model(X[None, :, :, c0:c1])[0]
+            out[:, t0:t1] = s[:, t0 - c0: t0 - c0 + (t1 - t0)]
+        return out
+
+    def iter_salience(self, y: np.ndarray, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first frame, salience chunk (360, n) float32) over the whole signal (22,050 Hz mono)."""
+        y = prepare_audio(y, SR)
+        n_chunks = math.ceil(len(y) / self.chunk)
+        if float(np.abs(y).max()) == 0.0:
+            warnings.warn("the audio is silent: the salience is all zero and no F0 is reported",
+                          SilentAudioWarning, stacklevel=2)
+            n = self.n_frames(len(y))
+            yield 0, np.zeros((360, n), np.float32)
+            return
+        if n_chunks == 1:
+            mag = self.hcqt(y, log=False)
+            ref = float(mag.max())
+            chunks: Iterator[tuple[int, torch.Tensor]] = iter([(0, log_scale_torch(mag, ref))])
+        else:  # first pass: the whole file's maximum, as the original's ref=np.max
+            ref = max(float(m.max()) for _, m in self._hcqt_chunks(y, None))
+            chunks = self._hcqt_chunks(y, ref)
+        from essence.core.progress import ProgressBar
+
+        with ProgressBar(total=n_chunks, desc="salience", unit="chunk", disable=not progress or n_chunks == 1) as bar:
+            for f0, X in chunks:
+                yield f0, self._cnn(X).float().cpu().numpy()
+                bar.update(1)
+
+    def salience(self, y: np.ndarray, progress: bool = False) -> np.ndarray:
+        """The whole (360, T) salience map."""
+        return np.concatenate([s for _, s in self.iter_salience(y, progress)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# output files
+# ----------------------------------------------------------------------------------------------------------
+def write_csv(path: str | Path, times: np.ndarray, f0, append: bool = False) -> None:
+    """The original's format: tab-separated, one row per frame: time, then the frequencies (or one value)."""
+    with open(path, "a" if append else "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t")
+        for t, f in zip(times, f0):
+            w.writerow([f"{t:.6f}", *(f"{x:.4f}" for x in np.atleast_1d(f))])
+
+
+def write_npz(path: str | Path, salience: np.ndarray) -> None:
+    """``salience`` (360, T), ``times`` (T,) s, ``freqs`` (360,) Hz, as the original's ``--save_salience``."""
+    np.savez_compressed(path, salience=salience.astype(np.float32), times=time_grid(salience.shape[1]),
+                        freqs=freq_grid())
+
+
+def write_midi(path: str | Path, times: np.ndarray, f0, program: int = 0) -> int:
+    """Notes from decoded F0 (see :func:`decode.f0_to_notes`) as a MIDI file; returns the note count."""
+    import pretty_midi
+
+    from essence.deep_salience.decode import f0_to_notes
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program)
+    notes = f0_to_notes(times, f0)
+    inst.notes = [pretty_midi.Note(90, p, s, e) for s, e, p in notes if 0 <= p <= 127]
+    pm.instruments.append(inst)
+    pm.write(str(path))
+    return len(inst.notes)
+
+
+def plot_salience(path: str | Path, salience: np.ndarray, f0, task: str, title: str = "") -> None:
+    """Salience map (time x log-frequency) with the decoded F0 drawn over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from essence.core.report import save_figure
+
+    times, freqs = time_grid(salience.shape[1]), freq_grid()
+    step = max(1, salience.shape[1] // 4000)  # at most ~4000 columns in the image
+    fig, ax = plt.subplots(figsize=(12, 5))
+    ax.imshow(salience[:, ::step], origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=1,
+              extent=(0, times[-1] + times[1] if len(times) > 1 else 0.01, 0, 360))
+    to_bin = lambda f: 60 * np.log2(np.asarray(f) / freqs[0])  # noqa: E731
+    if task == "multif0":
+        tt = np.concatenate([np.full(len(f), t) for t, f in zip(times, f0)]) if len(times) else []
+        ff = np.concatenate([np.asarray(f) for f in f0]) if len(times) else []
+        ax.scatter(tt, to_bin(ff) if len(ff) else [], s=0.5, c="cyan", label="decoded F0")
+    else:
+        f = np.asarray(f0, dtype=np.float64)
+        v = f > 0
+        ax.scatter(times[v], to_bin(f[v]), s=0.5, c="cyan", label="decoded F0 (voiced)")
+    octaves = np.arange(0, 361, 60)
+    ax.set_yticks(octaves, [f"{freqs[0] * 2 ** (k / 60):.0f}" for k in octaves])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(title or f"Deep Salience: {task}")
+    ax.legend(loc="upper right", markerscale=10)
+    save_figure(fig, path)
