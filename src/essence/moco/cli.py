@@ -1,0 +1,85 @@
+"""``essence moco train | evaluate | reproduce``.
+
+    essence moco train --preset quick --set model.K=16384 --set model.m=0.999
+    torchrun --nproc_per_node=2 -m essence moco train --preset tiny --device cpu
+    essence moco train --resume runs/moco/<run>            # continue (queue, pointer, key encoder restored)
+    essence moco evaluate runs/moco/<run>                  # kNN + linear protocol on Fashion-MNIST test
+    essence moco reproduce --preset quick                  # the paper's claims at small scale, with a report
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from essence.core.cli import add_run_args, method_parser, run_cli
+
+__all__ = ["main"]
+
+
+def _train(args) -> int:
+    from essence.core import distributed as dist
+    from essence.core.checkpoint import read_checkpoint
+    from essence.core.progress import console
+    from essence.core.runs import Run
+    from essence.moco.config import PRESETS, MoCoConfig
+    from essence.moco.train import train
+
+    if args.resume:
+        src = Path(args.resume)
+        ckpt_dir = src / "checkpoints" if (src / "checkpoints").is_dir() else src
+        ckpt = read_checkpoint(ckpt_dir)
+        cfg = MoCoConfig.from_dict(ckpt.config).with_overrides(args.overrides)
+        run = Run(args.out or (src if (src / "checkpoints").is_dir() else ckpt.path.parent.parent),
+                  method="moco", preset=args.preset)
+        resume = ckpt.path
+    else:
+        cfg = PRESETS.build(args.preset, args.overrides)
+        run = Run.create("moco", args.preset, args.out, exact=args.out is not None)
+        resume = None
+    try:
+        result = train(cfg, run, device=args.device, resume=resume)
+        if dist.is_main():
+            console.print(f"moco: {result.step} steps, {result.images_per_s:.1f} images/s; "
+                          f"checkpoint {result.checkpoint}")
+            if result.history and "knn_top1" in result.history[-1]:
+                console.print(f"kNN top-1 (k={cfg.eval.knn_k}, t={cfg.eval.knn_t}): "
+                              f"{result.history[-1]['knn_top1']:.2f}%")
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def _evaluate(args) -> int:
+    from essence.moco.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, device=args.device, linear=not args.no_linear,
+                              overrides=tuple(args.overrides))
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _reproduce(args) -> int:
+    from essence.cli import reproduce_method
+
+    reproduce_method("moco", preset=args.preset, out=args.out, exact=args.out is not None, device=args.device,
+                     overrides=args.overrides)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser, sub = method_parser("moco", "Momentum Contrast (He et al. 2019) and MoCo v2 (Chen et al. 2020).")
+    p = sub.add_parser("train", help="pre-train MoCo on Fashion-MNIST (resumable; works under torchrun)")
+    add_run_args(p)
+    p.add_argument("--resume", default=None, help="run directory or checkpoint to continue from")
+    p = sub.add_parser("evaluate", help="kNN monitor and linear protocol of a trained encoder")
+    p.add_argument("checkpoint", help="run directory or checkpoint file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-linear", action="store_true", help="kNN only (skip the linear protocol)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override eval./data. keys, e.g. --set eval.linear_epochs=20")
+    p = sub.add_parser("reproduce", help="check the paper's claims at small scale and write a report")
+    add_run_args(p)
+    args = parser.parse_args(argv)
+    fn = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce}[args.command]
+    return run_cli(lambda: fn(args))
