@@ -1,0 +1,151 @@
+"""``essence polyencoder``: train, evaluate, index, rank, reproduce.
+
+    essence polyencoder train --set model.architecture=poly --set model.poly_m=16 --out runs/poly16
+    essence polyencoder evaluate --model runs/poly16
+    essence polyencoder index --model runs/poly16 --candidates responses.txt -o cands.safetensors
+    essence polyencoder rank --index cands.safetensors "Who's there?" -k 5
+    essence polyencoder reproduce [--preset quick]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from essence.core.cli import add_run_args, method_parser, run_cli
+
+__all__ = ["main", "read_candidates"]
+
+
+def read_candidates(path: str | Path) -> list[str]:
+    """Candidates from a ``.txt`` (one per line), ``.jsonl`` (``text`` or ``response`` field) or ``.tsv``
+    (the last column) file. Non-UTF-8 files and empty lines are refused with the line number."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"candidates file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-encode it as UTF-8") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if path.suffix == ".jsonl":
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                line = obj.get("text", obj.get("response")) if isinstance(obj, dict) else obj
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not JSON ({err})") from None
+            if not isinstance(line, str):
+                raise ValueError(f"{path}:{n}: expected a string or an object with 'text' / 'response'")
+        elif path.suffix == ".tsv":
+            line = line.split("\t")[-1]
+        if not line.strip():
+            raise ValueError(f"{path}:{n}: empty candidate")
+        out.append(line)
+    if not out:
+        raise ValueError(f"{path} holds no candidates")
+    return out
+
+
+def _build_parser():
+    parser, sub = method_parser("polyencoder", "Poly-encoders (Humeau et al. 2019): bi-, poly- and "
+                                               "cross-encoders on any Hugging Face encoder, with a retrieval tool.")
+    p = sub.add_parser("train", help="fine-tune a bi- / poly- / cross-encoder (model.architecture)")
+    add_run_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p = sub.add_parser("evaluate", help="R@1 and MRR of a trained run on its test split")
+    p.add_argument("--model", required=True, help="a run directory from `train`")
+    p.add_argument("--candidates", type=int, default=20, help="candidates per context (default 20)")
+    p.add_argument("--contexts", type=int, default=500, help="test contexts (default 500)")
+    p.add_argument("--device", default="auto")
+    p = sub.add_parser("index", help="encode and store candidate vectors")
+    p.add_argument("--model", required=True, help="a bi- or poly-encoder run directory")
+    p.add_argument("--candidates", required=True, help=".txt (one per line), .jsonl or .tsv file")
+    p.add_argument("-o", "--out", required=True, help="index file to write (.safetensors)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("rank", help="top-k candidates of an index for one or more contexts")
+    p.add_argument("--index", required=True)
+    p.add_argument("context", nargs="+", help="one or more contexts; separate the turns of one context with ' || '")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--model", default=None, help="run to score with (default: the run recorded in the index)")
+    p.add_argument("--rerank", default=None, help="a cross-encoder run that re-ranks the top --rerank-k")
+    p.add_argument("--rerank-k", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("reproduce", help="bi vs poly vs cross on Shakespeare: accuracy, latency, verdicts")
+    add_run_args(p)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _build_parser().parse_args(argv)
+
+    def run() -> int:
+        if args.command == "reproduce":
+            from essence.cli import reproduce_method
+
+            reproduce_method("polyencoder", preset=args.preset, out=args.out, exact=args.out is not None,
+                             device=args.device, overrides=args.overrides)
+            return 0
+        if args.command == "train":
+            from essence.core.runs import Run
+            from essence.polyencoder.config import PRESETS
+            from essence.polyencoder.train import train
+
+            cfg = PRESETS.build(args.preset, args.overrides)
+            run_dir = Run.create("polyencoder", args.preset, args.out, exact=args.out is not None)
+            res = train(cfg, run_dir, device=args.device, resume=args.resume)
+            print(f"trained {cfg.model.architecture}-encoder for {res.step} steps -> {run_dir.dir}")
+            return 0
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "index":
+            from essence.polyencoder.index import Ranker
+
+            if args.batch_size < 1:
+                raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+            texts = read_candidates(args.candidates)
+            ranker = Ranker.from_run(args.model, device=args.device)
+            t = time.perf_counter()
+            ranker.build_index(texts, batch_size=args.batch_size, progress=True)
+            dt = time.perf_counter() - t
+            path = ranker.save_index(args.out)
+            print(f"indexed {len(texts)} candidates in {dt:.1f} s ({len(texts) / dt:,.0f} candidates/s) -> {path}")
+            return 0
+        if args.command == "rank":
+            from essence.polyencoder.index import Ranker
+
+            ranker = Ranker.from_index(args.index, run=args.model, device=args.device, rerank_run=args.rerank)
+            contexts = [tuple(t.strip() for t in c.split(" || ")) if " || " in c else c for c in args.context]
+            found = ranker.rank_batch(contexts, args.k, rerank_k=args.rerank_k if args.rerank else 0)
+            if args.json:
+                print(json.dumps([[{"candidate": t, "score": s} for t, s in f] for f in found], indent=1))
+                return 0
+            for ctx, f in zip(args.context, found):
+                print(f"context: {ctx}")
+                for i, (t, s) in enumerate(f, 1):
+                    print(f"  {i:2d}. {s:9.3f}  {t}")
+            return 0
+        raise ValueError(f"unknown command {args.command!r}")
+
+    return run_cli(run)
+
+
+def _evaluate(args) -> int:
+    from essence.core.progress import print_table
+    from essence.polyencoder.data import TextBatcher, candidate_sets, load_pairs
+    from essence.polyencoder.evaluate import evaluate_sets
+    from essence.polyencoder.train import load_run
+
+    model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
+    _, _, test = load_pairs(cfg.data)
+    pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed)
+    batcher = TextBatcher(tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
+    res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=(1, 5))
+    print_table(["metric", "value"], [(k, f"{v * 100:.2f}%") for k, v in res.items()],
+                title=f"{cfg.model.architecture}-encoder, {ckpt.name}, {len(pairs)} test contexts")
+    return 0

@@ -1,0 +1,135 @@
+"""Evaluation: R@1/C and MRR on candidate sets, and the per-context scoring latency of Table 5.
+
+For bi- and poly-encoders the distinct candidate texts are encoded once (cached, as in the paper) and each
+context is scored against its own C candidate vectors; the cross-encoder runs one forward pass per
+(context, candidate) pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+
+from essence.metrics.retrieval import RetrievalMetrics
+from essence.polyencoder.data import DialoguePair, TextBatcher
+
+__all__ = ["encode_candidates", "evaluate_sets", "score_latency", "cross_latency"]
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def encode_candidates(model, batcher: TextBatcher, texts: Sequence[str], *, batch_size: int = 64,
+                      device: torch.device | str = "cpu", bf16: bool = False, warn: bool = False,
+                      progress_desc: str | None = None) -> torch.Tensor:
+    """y_cand for every text: (C, d) float32 on the CPU. Texts are sorted by length to cut padding."""
+    from essence.core.progress import ProgressBar
+
+    device = torch.device(device)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), model.dim)
+    with ProgressBar(total=len(texts), desc=progress_desc or "encode", unit="cand",
+                     disable=True if progress_desc is None else None) as bar:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            ids, mask = batcher.candidates([texts[i] for i in idx], warn=warn)
+            with _autocast(device, bf16):
+                vec = model.encode_candidates(ids.to(device), mask.to(device))
+            out[idx] = vec.float().cpu()
+            bar.update(len(idx))
+    return out
+
+
+@torch.inference_mode()
+def evaluate_sets(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], sets: Sequence[Sequence[str]], *,
+                  device: torch.device | str = "cpu", bf16: bool = False, batch_size: int = 32,
+                  ks: tuple[int, ...] = (1,)) -> dict[str, float]:
+    """R@k/C and MRR of ``pairs[i]`` against ``sets[i]`` (gold candidate at index 0 of each set)."""
+    device = torch.device(device)
+    metric = RetrievalMetrics(ks=ks)
+    was_training = model.training
+    model.eval()
+    try:
+        if model.architecture == "cross":
+            C = len(sets[0])
+            per = max(1, batch_size * 4 // C)                            # contexts per forward
+            for s in range(0, len(pairs), per):
+                ctxs = [p.context for p in pairs[s:s + per] for _ in range(C)]
+                cands = [c for cs in sets[s:s + per] for c in cs]
+                ids, mask, seg = batcher.pairs(ctxs, cands)
+                with _autocast(device, bf16):
+                    scores = model(ids.to(device), mask.to(device), seg.to(device))
+                scores = scores.float().view(-1, C).cpu()
+                metric.update(scores, torch.zeros(scores.shape[0], dtype=torch.long))
+            return metric.compute()
+        texts = sorted({c for cs in sets for c in cs})
+        where = {t: i for i, t in enumerate(texts)}
+        vecs = encode_candidates(model, batcher, texts, batch_size=batch_size * 2, device=device, bf16=bf16)
+        for s in range(0, len(pairs), batch_size):
+            chunk, chunk_sets = pairs[s:s + batch_size], sets[s:s + batch_size]
+            ids, mask = batcher.contexts([p.context for p in chunk])
+            cand = vecs[torch.tensor([[where[c] for c in cs] for cs in chunk_sets])].to(device)  # (B, C, d)
+            with _autocast(device, bf16):
+                rep, rep_mask = model.encode_context(ids.to(device), mask.to(device))
+                scores = model.score(rep.float(), rep_mask, cand)
+            metric.update(scores.float().cpu(), torch.zeros(len(chunk), dtype=torch.long))
+        return metric.compute()
+    finally:
+        model.train(was_training)
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def score_latency(model, batcher: TextBatcher, contexts: Sequence[Sequence[str]], n_candidates: Sequence[int], *,
+                  repeats: int = 5, bf16: bool = False, seed: int = 0) -> dict[int, float]:
+    """Seconds to score one context against C cached candidate vectors (context encoding included), median
+    over ``repeats`` contexts, for each C. The cache holds random vectors of the right shape: the cost of
+    scoring does not depend on their values."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    batches = [batcher.contexts([c]) for c in contexts]
+
+    def one(cache: torch.Tensor, i: int) -> None:
+        ids, mask = batches[i % len(batches)]
+        with _autocast(torch.device("cpu"), bf16):
+            rep, rep_mask = model.encode_context(ids, mask)
+            model.score(rep.float(), rep_mask, cache).float().topk(min(5, cache.shape[0]))
+
+    out = {}
+    for C in n_candidates:
+        cache = torch.randn(C, model.dim, generator=gen)
+        counter = iter(range(10**9))
+        out[C] = _median_time(lambda cache=cache, counter=counter: one(cache, next(counter)), repeats)
+    return out
+
+
+@torch.inference_mode()
+def cross_latency(model, batcher: TextBatcher, context: Sequence[str], candidates: Sequence[str], *,
+                  batch_size: int = 64, bf16: bool = False) -> float:
+    """Seconds for the cross-encoder to score one context against ``candidates`` (one pass per pair)."""
+    model.eval()
+
+    def run():
+        for s in range(0, len(candidates), batch_size):
+            part = candidates[s:s + batch_size]
+            ids, mask, seg = batcher.pairs([context] * len(part), part)
+            with _autocast(torch.device("cpu"), bf16):
+                model(ids, mask, seg)
+
+    return _median_time(run, repeats=1, warmup=0)

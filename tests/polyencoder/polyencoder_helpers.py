@@ -1,0 +1,34 @@
+"""Helpers for the Poly-encoder tests: a tiny self-contained Hugging Face BERT directory (no downloads).
+
+(A uniquely named module, not a conftest.py, so it cannot clash with other test folders.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import string
+
+WORDS = ("who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine "
+         "good morning what ai robot weather nice my lord sir madam").split()
+
+
+def make_tiny_encoder(folder, *, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4):
+    """A random BertModel (hidden 32, 2 layers) with a small WordPiece vocabulary, saved to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation, *string.digits,
+             *string.ascii_lowercase, *("##" + c for c in string.ascii_lowercase + string.digits), *WORDS]
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=2 * hidden, max_position_embeddings=128, type_vocab_size=2)
+    BertModel(cfg).save_pretrained(str(folder))
+    return folder
+
+
+def has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
