@@ -110,7 +110,7 @@ def test_enqueue_happens_after_logits():
     x_q, x_k = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
     before = model.queue.clone()
     out = model(x_q, x_k, generator=torch.Generator().manual_seed(0))
-    q = F.normalize(model.encoder_q.train()(x_q), dim=1)  # same BN mode/statistics as in the step
+    q = model._encode_q(model.encoder_q, x_q)  # same BN statistics (train mode, split chunks) as in the step
     # negatives in the logits are the queue *before* this step's keys were written
     torch.testing.assert_close(out.logits[:, 1:], (q @ before / model.T).detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.queue[:, :4], out.keys.T)
@@ -166,9 +166,11 @@ def test_split_batchnorm_matches_per_chunk_bn():
         sbn.bias.uniform_(-1, 1)
     x = torch.randn(8, 3, 5, 5)
     y = sbn(x)
-    ref = torch.cat([F.batch_norm(c, None, None, sbn.weight, sbn.bias, True, 0.1, sbn.eps) for c in x.chunk(4)])
+    ref = torch.empty_like(x)
+    for s in range(4):  # group s = samples s, s + 4, ...
+        ref[s::4] = F.batch_norm(x[s::4], None, None, sbn.weight, sbn.bias, True, 0.1, sbn.eps)
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
-    rm = torch.stack([0.1 * c.mean((0, 2, 3)) for c in x.chunk(4)]).mean(0)
+    rm = torch.stack([0.1 * x[s::4].mean((0, 2, 3)) for s in range(4)]).mean(0)
     torch.testing.assert_close(sbn.running_mean, rm, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="divisible"):
         sbn(torch.randn(6, 3, 5, 5))
@@ -182,7 +184,7 @@ def test_split_shuffle_keys_equal_per_chunk_reference():
     model = _model(bn_splits=2, m=0.0)
     x = torch.randn(8, 1, 28, 28)
     g = torch.Generator().manual_seed(5)
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(5))
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(5))  # the draw _encode_keys makes
     with torch.no_grad():
         model._momentum_update_key_encoder()
         keys = model._encode_keys(model.encoder_k, x, g)

@@ -22,8 +22,8 @@ from essence.moco.config import EvalConfig, MoCoConfig
 from essence.moco.data import load_images, normalize_for_eval
 from essence.moco.model import MoCo
 
-__all__ = ["extract_features", "evaluate_features", "evaluate_model", "raw_pixel_features", "load_model",
-           "evaluate_checkpoint"]
+__all__ = ["calibrate_bn", "extract_features", "evaluate_features", "evaluate_model", "raw_pixel_features",
+           "load_model", "evaluate_checkpoint"]
 
 
 @torch.no_grad()
@@ -38,6 +38,26 @@ def extract_features(model: MoCo, images: torch.Tensor, cfg: MoCoConfig, device:
             x = normalize_for_eval(images[start:start + cfg.eval.batch_size].to(device), cfg.aug)
             out.append(model.features(x, kind).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def calibrate_bn(model: MoCo, images: torch.Tensor, cfg: MoCoConfig, device: torch.device | str = "cpu") -> None:
+    """Re-estimate the query encoder's BN running statistics on ``images`` (cumulative average over batches of
+    ``optim.batch_size`` un-augmented images); weights are unchanged. Used for the random-encoder baseline."""
+    encoder = unwrap_model(model).encoder_q
+    bns = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = encoder.training
+    encoder.train()
+    step = cfg.optim.batch_size
+    for start in range(0, images.shape[0] - step + 1, step):
+        encoder(normalize_for_eval(images[start:start + step].to(device), cfg.aug))
+    encoder.train(was_training)
+    for m, (momentum, _) in zip(bns, saved):
+        m.momentum = momentum
 
 
 def raw_pixel_features(images: torch.Tensor, cfg: MoCoConfig) -> torch.Tensor:

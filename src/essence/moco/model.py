@@ -45,8 +45,10 @@ __all__ = ["SplitBatchNorm", "Encoder", "MoCo", "MoCoOutput", "resolve_shuffle_b
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose training-mode statistics are computed separately over ``num_splits`` contiguous chunks
-    of the batch (chunk s = samples s*N/S ... (s+1)*N/S - 1), emulating ``num_splits`` devices with their own BN.
+    """BatchNorm2d whose training-mode statistics are computed separately over ``num_splits`` groups of the batch,
+    emulating ``num_splits`` devices with their own BN. Group s holds samples s, s + S, s + 2S, ... (a free
+    ``view``, no copy); :class:`MoCo` orders each batch so that these groups are contiguous chunks, exactly the
+    slices that ``num_splits`` processes would see.
 
     The affine parameters are shared. The running statistics are updated with the mean over the chunks of each
     chunk's statistics, as in the official demo. In eval mode it is an ordinary BatchNorm2d, and its state dict
@@ -66,8 +68,8 @@ class SplitBatchNorm(nn.BatchNorm2d):
         N, C, H, W = x.shape
         if N % S:
             raise ValueError(f"SplitBatchNorm: the batch ({N}) must be divisible by num_splits ({S})")
-        # (S, N/S, C, H, W) -> (N/S, S*C, H, W): chunk s becomes channel group s of one BatchNorm call.
-        xs = x.view(S, N // S, C, H, W).transpose(0, 1).reshape(N // S, S * C, H, W)
+        # (N, C, H, W) -> (N/S, S*C, H, W): sample a*S + s lands in channel group s of one BatchNorm call.
+        xs = x.reshape(N // S, S * C, H, W)
         mean_s = self.running_mean.repeat(S)
         var_s = self.running_var.repeat(S)
         self.num_batches_tracked.add_(1)
@@ -76,7 +78,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
         with torch.no_grad():
             self.running_mean.copy_(mean_s.view(S, C).mean(0))
             self.running_var.copy_(var_s.view(S, C).mean(0))
-        return y.view(N // S, S, C, H, W).transpose(0, 1).reshape(N, C, H, W)
+        return y.view(N, C, H, W)
 
 
 def resolve_shuffle_bn(mode: str) -> str:
@@ -178,6 +180,22 @@ class MoCo(nn.Module):
         self.queue[:, idx] = keys.T
         self.queue_ptr[0] = (int(self.queue_ptr) + n_total) % self.K
 
+    def _split_order(self, index: torch.Tensor) -> torch.Tensor:
+        """Reorder a batch index so that SplitBatchNorm's strided groups are contiguous chunks of ``index``:
+        position a*S + s gets index[s*N/S + a] (chunk s = what process s would hold)."""
+        S = self.cfg.bn_splits
+        if index.shape[0] % S:
+            raise ValueError(f"the batch ({index.shape[0]}) must be divisible by model.bn_splits ({S}) "
+                             "for shuffle_bn=split")
+        return index.view(S, -1).T.reshape(-1)
+
+    def _encode_q(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Normalised f(x) in batch order; with split BN each contiguous chunk has its own statistics."""
+        if self.shuffle_bn != "split":
+            return F.normalize(encoder(x).float(), dim=1)
+        order = self._split_order(torch.arange(x.shape[0], device=x.device))
+        return F.normalize(encoder(x[order]).float(), dim=1)[torch.argsort(order)]
+
     def _draw_perm(self, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
         perm = torch.randperm(n, generator=generator).to(device)
         return dist.broadcast(perm, src=0) if dist.is_distributed() else perm
@@ -194,7 +212,8 @@ class MoCo(nn.Module):
             k_all = (dist.all_gather_with_grad(k) if gather_grad else dist.all_gather(k))[torch.argsort(perm)]
             return k_all if gather_grad else k_all[rank * n:(rank + 1) * n]
         if self.shuffle_bn == "split":
-            perm = self._draw_perm(x_k.shape[0], generator, x_k.device)
+            # shuffle, then give chunk s of the shuffled batch its own BN statistics, then un-shuffle
+            perm = self._split_order(self._draw_perm(x_k.shape[0], generator, x_k.device))
             k = F.normalize(encoder(x_k[perm]).float(), dim=1)[torch.argsort(perm)]
         else:
             k = F.normalize(encoder(x_k).float(), dim=1)
@@ -216,7 +235,7 @@ class MoCo(nn.Module):
             raise ValueError(f"x_k must have the shape of x_q {tuple(x_q.shape)}, got "
                              f"{None if x_k is None else tuple(x_k.shape)}")
         if self.mechanism == "end_to_end":
-            q = F.normalize(self.encoder_q(x_q).float(), dim=1)
+            q = self._encode_q(self.encoder_q, x_q)
             keys = self._encode_keys(self.encoder_q, x_k, generator, gather_grad=True)   # gradients flow
             logits, labels = batch_logits(q, keys, self.T, offset=dist.get_rank() * q.shape[0])
             loss = F.cross_entropy(logits, labels)
@@ -231,7 +250,7 @@ class MoCo(nn.Module):
         return MoCoOutput(loss, logits, labels, k)
 
     def _contrast(self, x_q, x_k, generator, update: bool):
-        q = F.normalize(self.encoder_q(x_q).float(), dim=1)                     # NxC
+        q = self._encode_q(self.encoder_q, x_q)                                 # NxC
         with torch.no_grad():
             if update:
                 self._momentum_update_key_encoder()
