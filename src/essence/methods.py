@@ -47,7 +47,7 @@ for _info in [
                "noisy_student.md", "vision", False),
     MethodInfo("moco", "moco", "MoCo", "He et al., CVPR 2020",
                "He, Fan, Wu, Xie, Girshick. Momentum Contrast for Unsupervised Visual Representation Learning. "
-               "CVPR 2020 (+ MoCo v2, Chen et al. 2020)", "moco.md", "vision", False),
+               "CVPR 2020 (+ MoCo v2, Chen et al. 2020)", "moco.md", "vision", True),
     MethodInfo("corruptions", "corruptions", "ImageNet-C/P", "Hendrycks & Dietterich, ICLR 2019",
                "Hendrycks, Dietterich. Benchmarking Neural Network Robustness to Common Corruptions and "
                "Perturbations. ICLR 2019", "imagenet_c.md", "vision", False),
