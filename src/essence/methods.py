@@ -50,7 +50,7 @@ for _info in [
                "CVPR 2020 (+ MoCo v2, Chen et al. 2020)", "moco.md", "vision", True),
     MethodInfo("corruptions", "corruptions", "ImageNet-C/P", "Hendrycks & Dietterich, ICLR 2019",
                "Hendrycks, Dietterich. Benchmarking Neural Network Robustness to Common Corruptions and "
-               "Perturbations. ICLR 2019", "imagenet_c.md", "vision", False),
+               "Perturbations. ICLR 2019", "imagenet_c.md", "vision", True),
     MethodInfo("distilbert", "distilbert", "DistilBERT", "Sanh et al., 2019",
                "Sanh, Debut, Chaumond, Wolf. DistilBERT, a distilled version of BERT. 2019",
                "distilbert.md", "text", False),
@@ -59,7 +59,7 @@ for _info in [
                "ICLR 2020", "pplm.md", "text", False),
     MethodInfo("deep_salience", "deep-salience", "Deep Salience", "Bittner et al., ISMIR 2017",
                "Bittner, McFee, Salamon, Li, Bello. Deep Salience Representations for F0 Estimation in "
-               "Polyphonic Music. ISMIR 2017", "deep_salience.md", "audio", False),
+               "Polyphonic Music. ISMIR 2017", "deep_salience.md", "audio", True),
     MethodInfo("stylegan2", "stylegan2", "StyleGAN2", "Karras et al., CVPR 2020",
                "Karras et al. Analyzing and Improving the Image Quality of StyleGAN. CVPR 2020",
                "stylegan2.md", "vision", False),

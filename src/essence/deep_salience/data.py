@@ -127,3 +127,59 @@ class PatchSampler:
         xs, ys = zip(*(self.sample() for _ in range(self.batch_size)))
         return (torch.from_numpy(np.stack(xs).astype(np.float32)),
                 torch.from_numpy(np.stack(ys).astype(np.float32)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the rendered-chorale dataset
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class Item:
+    """One rendered chorale with its HCQT (6, 360, T) float16 and exact labels on the frame grid."""
+
+    name: str
+    audio: np.ndarray
+    hcqt: np.ndarray
+    times: np.ndarray
+    multif0: list[np.ndarray]     # all voices
+    melody: np.ndarray            # soprano (0 = silent)
+    bass: np.ndarray              # bass voice (0 = silent)
+
+    def labels(self, task: str):
+        return self.multif0 if task == "multif0" else self.melody if task == "melody" else self.bass
+
+    def target(self, task: str, blur: bool = True) -> np.ndarray:
+        lab = self.labels(task)
+        if task == "multif0":
+            t = np.concatenate([np.full(len(f), tt) for tt, f in zip(self.times, lab)])
+            f = np.concatenate(lab) if len(lab) else np.array([])
+        else:
+            t, f = self.times, np.asarray(lab)
+        return annotation_target(t, f, len(self.times), frame_times=self.times, blur=blur)
+
+
+def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool = False, renders: int = 1,
+                soundfont: str = "", seed: int = 0, device: str = "cpu", progress: bool = True) -> list[Item]:
+    """Render the first ``n`` chorales of a split (name order) and compute their HCQTs and labels."""
+    from essence.core.progress import progress as bar
+    from essence.data.chorales import chorale_paths, chorale_split, load_chorale, render_chorale
+    from essence.deep_salience.hcqt import HCQT, time_grid
+
+    paths = [p for p in chorale_paths() if chorale_split(p.stem) == split]
+    hcqt = HCQT(device=device)
+    items: list[Item] = []
+    it = iter(paths)
+    for _ in bar(range(n), desc=f"render {split}", unit="chorale", disable=not progress):
+        chorale = None
+        while chorale is None:
+            path = next(it, None)
+            if path is None:
+                raise ValueError(f"the {split} split has fewer than {n} four-voice chorales")
+            chorale = load_chorale(path)
+        for r in range(renders):
+            rend = render_chorale(chorale, augment=augment, seed=seed + r, max_seconds=max_seconds or None,
+                                  soundfont=soundfont or None)
+            X = hcqt(rend.audio).cpu().numpy().astype(np.float16)
+            times = time_grid(X.shape[-1])
+            items.append(Item(f"{rend.name}#{r}", rend.audio, X, times, rend.f0_on_grid(times),
+                              rend.voice_on_grid(times, 0), rend.voice_on_grid(times, 3)))
+    return items

@@ -3,11 +3,12 @@ output files (the original's CSV, ``.npz`` salience, a PNG plot, MIDI notes).
 
 Chunking keeps the result equal to whole-file processing: (1) the HCQT is log-scaled against the maximum of the
 *whole file* (the original's ``ref=np.max``), found in a first pass over the chunks when the file is longer than
-one chunk; (2) every chunk's HCQT is computed with 3 s of audio context on both sides (more than the half-length
-of the longest CQT filter, 2.6 s) and the CNN runs on sub-chunks with 8 frames of context (its receptive field is
-+-7 frames), so there are no chunk-border artefacts (the original used non-overlapping 2000-frame chunks).
-Memory is bounded by the chunk sizes; the mono 22,050 Hz signal itself is held (88 kB per second of audio), and
-the salience map only when ``--salience`` or ``--plot`` asks for it.
+one chunk; (2) every chunk's HCQT is computed with 4 s of audio context on both sides (more than the half-width
+of the lowest CQT filter, 2.6 s, and of its sparsified FFT window, 3 s) and the CNN sees 8 frames of context on
+both sides of every (sub-)chunk (its receptive field is +-7 frames), so there are no chunk-border artefacts (the
+original used non-overlapping 2000-frame chunks). Memory is bounded by the chunk sizes; the mono 22,050 Hz
+signal itself is held (88 kB per second of audio), and the salience map only when ``--salience`` or ``--plot``
+asks for it.
 
 Degenerate input: silent audio gives a warning and an all-zero salience (no F0 anywhere); unreadable, empty,
 NaN/inf and shorter-than-one-frame audio raise ``ValueError``.
@@ -30,7 +31,7 @@ from essence.deep_salience.model import SalienceNet
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "plot_salience",
            "SilentAudioWarning"]
 
-_CONTEXT_S = 3.0
+_CONTEXT_S = 4.0
 _CNN_CONTEXT = 8
 
 
@@ -116,35 +117,39 @@ class Predictor:
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // HOP_LENGTH
 
-    def _hcqt_chunks(self, y: np.ndarray, ref: float | None) -> Iterator[tuple[int, torch.Tensor]]:
-        """(first global frame, HCQT of frames [first, first + n)) per chunk; ``ref`` None gives magnitudes."""
+    def _hcqt_chunks(self, y: np.ndarray, ref: float | None) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        """Per chunk: (first frame f0, frames n, left context lc, HCQT of frames [f0 - lc, f0 + n + rc)).
+
+        The CNN context (8 frames) is included on both sides where the file has frames; ``ref`` None gives
+        magnitudes, else the log-scaled HCQT against ``ref``.
+        """
         n_total = self.n_frames(len(y))
         for s0 in range(0, len(y), self.chunk):
-            a0 = max(0, s0 - self.context)
-            a1 = min(len(y), s0 + self.chunk + self.context)
-            mag = self.hcqt(y[a0:a1], log=False)
             f0 = s0 // HOP_LENGTH
-            f1 = min(n_total, (s0 + self.chunk) // HOP_LENGTH)
-            if s0 + self.chunk >= len(y):
-                f1 = n_total
-            lo = f0 - a0 // HOP_LENGTH
-            part = mag[:, :, lo: lo + (f1 - f0)]
-            if part.shape[-1] < f1 - f0:  # the last chunk's final frame: pad by edge (a centred-frame remainder)
-                part = torch.nn.functional.pad(part, (0, f1 - f0 - part.shape[-1]), mode="replicate")
-            yield f0, (part if ref is None else log_scale_torch(part, ref))
+            f1 = n_total if s0 + self.chunk >= len(y) else (s0 + self.chunk) // HOP_LENGTH
+            e0, e1 = max(0, f0 - _CNN_CONTEXT), min(n_total, f1 + _CNN_CONTEXT)
+            a0 = max(0, e0 * HOP_LENGTH - self.context)
+            a1 = min(len(y), e1 * HOP_LENGTH + self.context)
+            mag = self.hcqt(y[a0:a1], log=False)
+            lo = e0 - a0 // HOP_LENGTH
+            part = mag[:, :, lo: lo + (e1 - e0)]
+            if part.shape[-1] < e1 - e0:  # a centred-frame remainder at the very end: repeat the edge frame
+                part = torch.nn.functional.pad(part, (0, e1 - e0 - part.shape[-1]), mode="replicate")
+            yield f0, f1 - f0, f0 - e0, (part if ref is None else log_scale_torch(part, ref))
 
     @torch.no_grad()
-    def _cnn(self, X: torch.Tensor) -> torch.Tensor:
-        """Salience (360, T) of an HCQT (C, 360, T), in sub-chunks with context."""
+    def _cnn(self, X: torch.Tensor, lc: int = 0, n: int | None = None) -> torch.Tensor:
+        """Salience (360, n) of frames [lc, lc + n) of an HCQT (C, 360, T), in sub-chunks with context."""
         if self.channels is not None:
             X = X[self.channels]
         T = X.shape[-1]
-        out = torch.empty(360, T, device=self.device)
-        for t0 in range(0, T, self.cnn_frames):
-            t1 = min(T, t0 + self.cnn_frames)
+        n = T - lc if n is None else n
+        out = torch.empty(360, n, device=self.device)
+        for t0 in range(lc, lc + n, self.cnn_frames):
+            t1 = min(lc + n, t0 + self.cnn_frames)
             c0, c1 = max(0, t0 - _CNN_CONTEXT), min(T, t1 + _CNN_CONTEXT)
             s = self.model(X[None, :, :, c0:c1])[0]
-            out[:, t0:t1] = s[:, t0 - c0: t0 - c0 + (t1 - t0)]
+            out[:, t0 - lc: t1 - lc] = s[:, t0 - c0: t0 - c0 + (t1 - t0)]
         return out
 
     def iter_salience(self, y: np.ndarray, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
@@ -160,15 +165,16 @@ class Predictor:
         if n_chunks == 1:
             mag = self.hcqt(y, log=False)
             ref = float(mag.max())
-            chunks: Iterator[tuple[int, torch.Tensor]] = iter([(0, log_scale_torch(mag, ref))])
+            chunks: Iterator[tuple[int, int, int, torch.Tensor]] = iter([(0, mag.shape[-1], 0,
+                                                                           log_scale_torch(mag, ref))])
         else:  # first pass: the whole file's maximum, as the original's ref=np.max
-            ref = max(float(m.max()) for _, m in self._hcqt_chunks(y, None))
+            ref = max(float(m.max()) for _, _, _, m in self._hcqt_chunks(y, None))
             chunks = self._hcqt_chunks(y, ref)
         from essence.core.progress import ProgressBar
 
         with ProgressBar(total=n_chunks, desc="salience", unit="chunk", disable=not progress or n_chunks == 1) as bar:
-            for f0, X in chunks:
-                yield f0, self._cnn(X).float().cpu().numpy()
+            for f0, n, lc, X in chunks:
+                yield f0, self._cnn(X, lc, n).float().cpu().numpy()
                 bar.update(1)
 
     def salience(self, y: np.ndarray, progress: bool = False) -> np.ndarray:

@@ -1,0 +1,203 @@
+"""``essence deep-salience``: predict, train, reproduce.
+
+    essence deep-salience predict song.wav --task multif0 --weights multif0.h5 -o song.csv \
+        --salience song.npz --plot song.png --midi song.mid
+    essence deep-salience train --preset quick --set train.task=melody
+    essence deep-salience reproduce [--preset tiny|quick|paper]
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
+
+__all__ = ["main", "resolve_weights"]
+
+DEFAULT_FILES = {"multif0": "multif0", "melody": "melody2", "bass": "bass"}
+
+
+def resolve_weights(weights: str | None, task: str):
+    """(model, default tau, channels, description) from a Keras .h5, an essence checkpoint or a run dir."""
+    import h5py
+
+    from essence.deep_salience.model import load_keras_h5
+    from essence.deep_salience.reproduce import find_released_weights
+    from essence.deep_salience.train import load_essence_checkpoint
+
+    if weights is None:
+        found = find_released_weights(DEFAULT_FILES[task])
+        if found is None:
+            raise FileNotFoundError(
+                f"no weights given for task {task!r}: pass --weights FILE (a released Keras file such as "
+                f"{DEFAULT_FILES[task]}.h5 from rabitt/ismir2017-deepsalience predict/weights, MIT), an essence "
+                f"checkpoint (.safetensors) or a run directory; or set ESSENCE_DEEP_SALIENCE_WEIGHTS to the folder "
+                f"holding the .h5 files")
+        weights = str(found)
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if path.is_file() and h5py.is_hdf5(str(path)):
+        return load_keras_h5(path, task=task), 0.3, None, f"Keras weights {path.name}"
+    if path.is_dir():
+        ckpts = sorted((path / "checkpoints").glob(f"{task}-*.safetensors")) if (path / "checkpoints").is_dir() \
+            else []
+        if not ckpts and not list(path.glob("*.safetensors")) and not (path / "checkpoints").is_dir():
+            raise FileNotFoundError(f"{path} is a directory without essence checkpoints")
+        if not ckpts:
+            raise ValueError(f"run directory {path} has no checkpoint for task {task!r}")
+        path = ckpts[0]
+    elif path.suffix not in (".safetensors",):
+        raise ValueError(f"{path} is neither a Keras .h5 (HDF5) file nor an essence .safetensors checkpoint")
+    model, cfg, state = load_essence_checkpoint(path)
+    if state.get("task") != task:
+        raise ValueError(f"{path} was trained for task {state.get('task')!r}, not {task!r}; pass --task "
+                         f"{state.get('task')} or other weights")
+    channels = cfg.model.channels if len(cfg.model.channels) < 6 else None
+    return model, float(state.get("threshold", 0.3)), channels, f"essence checkpoint {path.name}"
+
+
+def _out_path(base: str | None, audio: Path, many: bool, suffix: str) -> Path | None:
+    if base is None:
+        return None
+    p = Path(base)
+    if many or p.is_dir() or not p.suffix:
+        p.mkdir(parents=True, exist_ok=True)
+        return p / f"{audio.stem}{suffix}"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from essence.core.progress import console
+    from essence.core.runtime import resolve_device
+    from essence.deep_salience.decode import decode
+    from essence.deep_salience.hcqt import time_grid
+    from essence.deep_salience.predict import (
+        Predictor,
+        load_audio,
+        plot_salience,
+        write_csv,
+        write_midi,
+        write_npz,
+    )
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.chunk_seconds <= 0:
+        raise UsageError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
+    audios = [Path(a) for a in args.audio]
+    for a in audios:  # fail before loading a model
+        if not a.exists():
+            raise FileNotFoundError(f"audio file not found: {a}")
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, tau, channels, what = resolve_weights(args.weights, args.task)
+    tau = args.threshold if args.threshold is not None else tau
+    predictor = Predictor(model, device, chunk_seconds=args.chunk_seconds, channels=channels)
+    many = len(audios) > 1
+    for audio in audios:
+        y = load_audio(audio)
+        csv_path = _out_path(args.output, audio, many, f"_{args.task}.csv")
+        keep = args.salience is not None or args.plot is not None
+        parts, f0_all = [], []
+        for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
+            times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
+            _, est = decode(chunk, args.task, tau, use_neg=not args.no_neg)
+            write_csv(csv_path, times, est, append=i > 0)
+            if keep:
+                parts.append(chunk)
+            if args.midi is not None or keep:
+                f0_all.extend(est if args.task == "multif0" else list(est))
+        times = time_grid(len(f0_all))
+        if keep:
+            salience = np.concatenate(parts, axis=1)
+            if args.salience is not None:
+                write_npz(_out_path(args.salience, audio, many, ".npz"), salience)
+            if args.plot is not None:
+                est = f0_all if args.task == "multif0" else np.asarray(f0_all)
+                plot_salience(_out_path(args.plot, audio, many, ".png"), salience, est, args.task,
+                              f"{audio.name}: {args.task} ({what}, tau {tau:.2f})")
+        n_notes = None
+        if args.midi is not None:
+            n_notes = write_midi(_out_path(args.midi, audio, many, ".mid"), times, f0_all)
+        console.print(f"{audio.name}: {len(y) / 22050:.1f} s -> {csv_path}"
+                      + (f", {n_notes} MIDI notes" if n_notes is not None else ""), highlight=False)
+    return 0
+
+
+def _train(args) -> int:
+    from essence.core.progress import console, print_table
+    from essence.core.runs import Run
+    from essence.core.runtime import resolve_device
+    from essence.deep_salience.config import PRESETS
+    from essence.deep_salience.data import build_split
+    from essence.deep_salience.evaluate import score_saliences
+    from essence.deep_salience.train import salience_of, save_model, train, tune_threshold
+
+    cfg = PRESETS.build(args.preset, args.overrides)
+    run = Run.create("deep-salience", f"train-{args.preset}", args.out, exact=args.out is not None)
+    run.save_config(cfg)
+    dev = str(resolve_device(args.device))
+    dc = cfg.data
+    common = dict(max_seconds=dc.max_seconds, soundfont=dc.soundfont, device=dev)
+    tr = build_split("train", dc.n_train, augment=dc.augment, renders=dc.renders_per_chorale, **common)
+    va = build_split("validation", dc.n_validation, **common)
+    te = build_split("test", dc.n_test, **common)
+    task = cfg.train.task
+    chans = cfg.model.channels if len(cfg.model.channels) < 6 else None
+    res = train(cfg, tr, va, device=dev, run=run, name=task)
+    tau, _ = tune_threshold(salience_of(res.model, va, chans, dev), va, task)
+    tag = "hcqt" if chans is None else "cqt"
+    path = save_model(run.checkpoints_dir / f"{task}-{tag}.safetensors", res.model, cfg, threshold=tau)
+    scores = score_saliences(te, salience_of(res.model, te, chans, dev), task, tau)
+    run.write_summary({"task": task, "threshold": tau, "test": scores, "best_val_loss": res.best_val_loss})
+    print_table(["metric", "test"], [(k, v) for k, v in scores.items()], title=f"{task}: tau {tau:.1f}")
+    console.print(f"checkpoint: {path}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from essence.cli import reproduce_method
+
+    reproduce_method("deep-salience", preset=args.preset, out=args.out, exact=args.out is not None,
+                     device=args.device, overrides=args.overrides)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser, sub = method_parser("deep-salience", "Deep Salience (Bittner et al., ISMIR 2017): F0 salience from "
+                                                 "a harmonic CQT with a CNN")
+    p = sub.add_parser("predict", help="salience and F0 of audio files (CSV, npz, png, MIDI)")
+    p.add_argument("audio", nargs="+", help="audio files (any sample rate / channel count soundfile can read)")
+    p.add_argument("--task", choices=["multif0", "melody", "bass"], default="multif0")
+    p.add_argument("--weights", default=None,
+                   help="a released Keras .h5, an essence checkpoint (.safetensors) or a run directory "
+                        "(default: $ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5)")
+    p.add_argument("-o", "--output", required=True,
+                   help="CSV file (one input) or folder: tab-separated time, then frequencies, per frame")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="tau (default: the checkpoint's validation-tuned value, 0.3 for Keras weights)")
+    p.add_argument("--salience", default=None, help="also save the salience map (.npz: salience, times, freqs)")
+    p.add_argument("--plot", default=None, help="also save a PNG of the salience with the decoded F0")
+    p.add_argument("--midi", default=None, help="also save the decoded F0 as MIDI notes")
+    p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    t = sub.add_parser("train", help="train on rendered chorales, tune tau on validation, score the test split")
+    add_run_args(t)
+    r = sub.add_parser("reproduce", help="the small-scale reproduction (report with verdicts)")
+    add_run_args(r)
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_fft=.*too large.*")
+            return {"predict": _predict, "train": _train, "reproduce": _reproduce}[args.command](args)
+
+    return run_cli(run)

@@ -1,0 +1,113 @@
+"""Configs and presets of Deep Salience (values of the released code, paper card §3, unless a preset says)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from essence.core.config import Config, Presets, require, require_positive, require_range
+from essence.deep_salience.hcqt import HARMONICS
+from essence.deep_salience.model import PAPER_WIDTHS
+
+__all__ = ["ModelConfig", "DataConfig", "OptimConfig", "TrainConfig", "DeepSalienceConfig", "PRESETS"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Config):
+    widths: tuple[int, int, int, int, int] = PAPER_WIDTHS  # bendy1, bendy2, smoothy1, smoothy2, distribute
+    input_bn: bool = True                                  # the input BatchNorm of the final model
+    harmonics: tuple[float, ...] = HARMONICS               # HCQT channels fed to the net; (1.0,) = plain CQT
+
+    def __post_init__(self):
+        require(len(self.widths) == 5 and all(isinstance(w, int) and w > 0 for w in self.widths),
+                f"model.widths must be 5 positive integers, got {self.widths!r}")
+        require(len(self.harmonics) > 0 and all(h in HARMONICS for h in self.harmonics),
+                f"model.harmonics must be a non-empty subset of {HARMONICS}, got {self.harmonics!r}")
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(HARMONICS.index(h) for h in self.harmonics)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(Config):
+    n_train: int = 330            # chorales per split, taken in name order from the fixed split
+    n_validation: int = 59
+    n_test: int = 44
+    max_seconds: float = 0.0      # crop each render to this many seconds (0 = whole chorale)
+    augment: bool = True          # random instruments / tempo / transposition / velocity for training renders
+    renders_per_chorale: int = 1  # augmented renders of each training chorale
+    soundfont: str = ""           # a .sf2 path; "" = TimGM6mb inside pretty_midi
+
+    def __post_init__(self):
+        require_positive(self, "n_train", "n_validation", "n_test", "renders_per_chorale")
+        require(self.max_seconds >= 0, f"data.max_seconds must be >= 0, got {self.max_seconds}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig(Config):
+    lr: float = 1e-3              # Adam, Keras defaults
+    beta1: float = 0.9
+    beta2: float = 0.999
+    batch_size: int = 16
+    patch_frames: int = 50        # 360 x 50 patches
+    n_active: int = 10            # mux: active tracks
+    rate: float = 500.0           # mux: Poisson mean samples per activation
+
+    def __post_init__(self):
+        require_positive(self, "lr", "batch_size", "patch_frames", "n_active", "rate")
+        require_range(self, "beta1", 0.0, 1.0, inclusive=False)
+        require_range(self, "beta2", 0.0, 1.0, inclusive=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    task: Literal["multif0", "melody", "bass"] = "multif0"
+    steps_per_epoch: int = 256
+    max_epochs: int = 100         # 100 for multif0, 50 for the others in the paper
+    val_batches: int = 512
+    lr_patience: int = 5          # ReduceLROnPlateau(patience 5, factor 0.1) on the validation loss
+    lr_factor: float = 0.1
+    early_stopping: int = 25      # patience in epochs (25 multif0, 6 otherwise); the best checkpoint is kept
+    blur: bool = True             # Gaussian-blurred targets (False: hard one-hot bins)
+    bf16: bool = False            # bf16 autocast for the forward pass (CPU AMX / GPU)
+    seed: int = 1337
+
+    def __post_init__(self):
+        require_positive(self, "steps_per_epoch", "max_epochs", "val_batches", "lr_patience", "early_stopping")
+        require_range(self, "lr_factor", 0.0, 1.0, inclusive=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepSalienceConfig(Config):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _tiny() -> DeepSalienceConfig:
+    return DeepSalienceConfig(
+        model=ModelConfig(widths=(4, 4, 4, 4, 4)),
+        data=DataConfig(n_train=2, n_validation=1, n_test=1, max_seconds=4.0),
+        optim=OptimConfig(batch_size=2, n_active=2, rate=4),
+        train=TrainConfig(steps_per_epoch=2, max_epochs=2, val_batches=1, lr_patience=1, early_stopping=2),
+    )
+
+
+def _quick() -> DeepSalienceConfig:
+    # Reduced width (channels / 4) and a short schedule so that the whole reproduction fits in ~5 min on 2 cores.
+    return DeepSalienceConfig(
+        model=ModelConfig(widths=(32, 16, 16, 16, 8)),
+        data=DataConfig(n_train=24, n_validation=4, n_test=5, max_seconds=12.0),
+        optim=OptimConfig(batch_size=16, rate=50),
+        train=TrainConfig(steps_per_epoch=15, max_epochs=5, val_batches=4, lr_patience=2, early_stopping=3,
+                          bf16=True),
+    )
+
+
+def _paper() -> DeepSalienceConfig:
+    return DeepSalienceConfig()
+
+
+PRESETS: Presets[DeepSalienceConfig] = Presets({"tiny": _tiny, "quick": _quick, "paper": _paper})

@@ -1,0 +1,173 @@
+"""Training (paper card §3; the released ``experiment.py`` / ``core.py``).
+
+Binary cross-entropy with soft targets (the ``bkld`` loss: y and y_hat clipped to [1e-7, 1 - 1e-7], averaged
+over frequency and time), Adam with Keras defaults, 360 x 50 patches from a stochastic mux, epochs of
+``steps_per_epoch`` batches, validation loss on a fixed set of ``val_batches`` patches after each epoch,
+ReduceLROnPlateau (factor 0.1, patience 5) and early stopping (patience 25 for multi-f0, 6 otherwise) on it,
+keeping the best checkpoint. After training, tau is swept on the validation tracks (:func:`tune_threshold`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from essence.core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from essence.core.loop import check_finite
+from essence.core.progress import ProgressBar
+from essence.core.runtime import seed_everything
+from essence.deep_salience.config import DeepSalienceConfig
+from essence.deep_salience.data import Item, PatchSampler, Track
+from essence.deep_salience.decode import sweep_threshold
+from essence.deep_salience.model import SalienceNet
+
+__all__ = ["bkld", "train", "TrainResult", "salience_of", "tune_threshold", "load_essence_checkpoint"]
+
+EPS = 1e-7
+
+
+def bkld(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """The original's loss: mean over (freq, time) of BCE with both sides clipped to [eps, 1 - eps]."""
+    y_true = y_true.clamp(EPS, 1 - EPS)
+    y_pred = y_pred.clamp(EPS, 1 - EPS)
+    return (-y_true * torch.log(y_pred) - (1 - y_true) * torch.log(1 - y_pred)).mean()
+
+
+@dataclass
+class TrainResult:
+    model: SalienceNet
+    best_val_loss: float
+    best_epoch: int
+    epochs: int
+    steps: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    threshold: float = 0.3
+    threshold_table: dict = field(default_factory=dict)
+
+
+def _tracks(items: list[Item], task: str, blur: bool) -> list[Track]:
+    return [Track(it.name, it.hcqt, it.target(task, blur)) for it in items]
+
+
+def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item], *, device: str = "cpu",
+          run=None, name: str = "model", progress: bool = True) -> TrainResult:
+    """Train a :class:`SalienceNet` for ``cfg.train.task`` and return the best (lowest validation loss) model."""
+    tc, oc, mc = cfg.train, cfg.optim, cfg.model
+    seed_everything(tc.seed)
+    dev = torch.device(device)
+    model = SalienceNet(in_channels=len(mc.channels), widths=mc.widths, input_bn=mc.input_bn).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=1e-8)  # Keras 2.0 Adam
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor,
+                                                       patience=tc.lr_patience)
+    channels = mc.channels if len(mc.channels) < 6 else None
+    sampler = PatchSampler(_tracks(train_items, tc.task, tc.blur), batch_size=oc.batch_size,
+                           n_t=oc.patch_frames, n_active=oc.n_active, rate=oc.rate, seed=tc.seed, channels=channels)
+    val_sampler = PatchSampler(_tracks(val_items, tc.task, tc.blur), batch_size=oc.batch_size,
+                               n_t=oc.patch_frames, n_active=oc.n_active, rate=oc.rate, seed=tc.seed + 1,
+                               channels=channels)
+    val_batches = [val_sampler.batch() for _ in range(tc.val_batches)]
+    use_bf16 = tc.bf16 and dev.type in ("cpu", "cuda")
+    best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
+    history, step, bad_epochs, t0 = [], 0, 0, time.time()
+    total = tc.steps_per_epoch * tc.max_epochs
+    with ProgressBar(total=total, desc=f"train {name}", unit="step", disable=not progress) as bar:
+        for epoch in range(tc.max_epochs):
+            model.train()
+            losses = []
+            for _ in range(tc.steps_per_epoch):
+                x, y = (t.to(dev) for t in sampler.batch())
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    pred = model(x)
+                loss = bkld(pred.float(), y)
+                check_finite(loss, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                bar.update(1, loss=losses[-1])
+            model.eval()
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                val = float(np.mean([float(bkld(model(x.to(dev)).float(), y.to(dev))) for x, y in val_batches]))
+            sched.step(val)
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
+                      "lr": opt.param_groups[0]["lr"]}
+            history.append(record)
+            if run is not None:
+                run.log(step, model=name, **record)
+            if val < best[0]:
+                best, bad_epochs = (val, epoch, copy.deepcopy(model.state_dict())), 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= tc.early_stopping:
+                    break
+    model.load_state_dict(best[2])
+    model.eval()
+    return TrainResult(model, best[0], best[1], len(history), step, time.time() - t0, history)
+
+
+@torch.no_grad()
+def salience_of(model: SalienceNet, items: list[Item], channels: tuple[int, ...] | None = None,
+                device: str = "cpu", frames: int = 1024) -> list[np.ndarray]:
+    """Salience maps (360, T) of precomputed HCQTs (CNN in chunks of ``frames`` with 8 frames of context)."""
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    out = []
+    for it in items:
+        X = torch.from_numpy(it.hcqt.astype(np.float32)).to(dev)
+        if channels is not None:
+            X = X[list(channels)]
+        T = X.shape[-1]
+        S = torch.empty(360, T)
+        for t0 in range(0, T, frames):
+            t1 = min(T, t0 + frames)
+            c0, c1 = max(0, t0 - 8), min(T, t1 + 8)
+            S[:, t0:t1] = model(X[None, :, :, c0:c1])[0, :, t0 - c0: t0 - c0 + t1 - t0].float().cpu()
+        out.append(S.numpy())
+    return out
+
+
+def tune_threshold(saliences: list[np.ndarray], items: list[Item], task: str):
+    """tau in 0.1..0.9 maximising validation Accuracy (multif0) / Overall Accuracy (melody, bass)."""
+    refs = [(it.times, it.labels(task)) for it in items]
+    return sweep_threshold(saliences, refs, task)
+
+
+def save_model(path, model: SalienceNet, cfg: DeepSalienceConfig, *, threshold: float, extra: dict | None = None):
+    """An essence checkpoint that ``predict --weights`` can load (config, task and tuned tau inside)."""
+    state = {"task": cfg.train.task, "threshold": float(threshold), "kind": "deep_salience"} | (extra or {})
+    return save_checkpoint(path, modules={"model": model}, config=cfg, state=state, rng=False)
+
+
+def load_essence_checkpoint(path) -> tuple[SalienceNet, DeepSalienceConfig, dict]:
+    """(model in eval mode, config, state) from :func:`save_model`'s file or a run directory holding one."""
+    from pathlib import Path
+
+    from essence.core.checkpoint import CheckpointError
+
+    p = Path(path)
+    if p.is_dir():
+        cands = sorted((p / "checkpoints").glob("*.safetensors")) if (p / "checkpoints").is_dir() else []
+        cands = cands or sorted(p.glob("*.safetensors"))
+        pick = [c for c in cands if c.stem.startswith("multif0")] or cands
+        if not pick:
+            raise FileNotFoundError(f"no essence checkpoint (*.safetensors) in run directory {p}")
+        p = pick[0]
+    try:
+        ckpt = read_checkpoint(p)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    if ckpt.state.get("kind") != "deep_salience" or ckpt.config is None:
+        raise ValueError(f"{p} is an essence checkpoint but not a Deep Salience model")
+    cfg = DeepSalienceConfig.from_dict(ckpt.config)
+    model = SalienceNet(in_channels=len(cfg.model.channels), widths=cfg.model.widths, input_bn=cfg.model.input_bn)
+    try:
+        load_checkpoint(p, modules={"model": model}, restore_rng=False)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    return model.eval(), cfg, ckpt.state
