@@ -301,13 +301,12 @@ def frost(x, severity, *, generator=None, param_set="imagenet"):
     params = get_params("frost", severity, param_set)
     n, _, h, w = x.shape
     textures = [_fit_texture(t, h, w) for t in load_frost_textures(param_set)]
+    idx = _randint(0, 5, (n,), generator).tolist()
+    u = torch.rand((n, 2), generator=generator, dtype=torch.float64)
     picks = []
-    for _ in range(n):
-        idx = int(_randint(0, 5, (1,), generator))
-        th, tw = textures[idx].shape[-2:]
-        top = int(_randint(0, max(th - h, 1), (1,), generator))
-        left = int(_randint(0, max(tw - w, 1), (1,), generator))
-        picks.append((idx, top, left))
+    for i, k in enumerate(idx):  # top ~ randint(0, th - h), left ~ randint(0, tw - w)
+        th, tw = textures[k].shape[-2:]
+        picks.append((k, int(u[i, 0] * max(th - h, 1)), int(u[i, 1] * max(tw - w, 1))))
     return frost_apply(x, params, textures, picks)
 
 

@@ -123,18 +123,33 @@ def motion_offsets(radius: float, sigma: float, angle: float) -> tuple[np.ndarra
 
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.Tensor:
-    """ImageMagick motion blur of each image n at ``angles[n]`` degrees (edge pixels repeated)."""
-    n, _, h, w = x.shape
+    """ImageMagick motion blur of each image n at ``angles[n]`` degrees (edge pixels repeated).
+
+    Every tap k is one gather over the whole batch from the edge-padded images (each image has its own
+    offsets); large images use per-image strided views instead (fewer, larger operations).
+    """
+    n, c, h, w = x.shape
     plans = [motion_offsets(radius, sigma, float(a)) for a in angles]
+    kernel = plans[0][0]
     pad_y = max(abs(dy) for _, offs in plans for dy, _ in offs)
     pad_x = max(abs(dx) for _, offs in plans for _, dx in offs)
     xp = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate") if (pad_x or pad_y) else x
     out = torch.zeros_like(x)
-    for j, (kernel, offs) in enumerate(plans):
-        acc = out[j]
-        for k, (dy, dx) in zip(kernel, offs):
-            acc.add_(xp[j, :, pad_y + dy:pad_y + dy + h, pad_x + dx:pad_x + dx + w], alpha=float(k))
-    return out
+    if c * h * w >= 32768:
+        for j, (_, offs) in enumerate(plans):
+            acc = out[j]
+            for k, (dy, dx) in zip(kernel, offs):
+                acc.add_(xp[j, :, pad_y + dy:pad_y + dy + h, pad_x + dx:pad_x + dx + w], alpha=float(k))
+        return out
+    hp, wp = h + 2 * pad_y, w + 2 * pad_x
+    dev = x.device
+    base = (torch.arange(h, device=dev)[:, None] * wp + torch.arange(w, device=dev)[None, :]).reshape(-1)
+    offs = torch.tensor([[(pad_y + dy) * wp + pad_x + dx for dy, dx in o] for _, o in plans], device=dev)
+    start = (torch.arange(n, device=dev)[:, None] * c + torch.arange(c, device=dev)[None, :]) * (hp * wp)
+    idx = start[:, :, None, None] + offs[:, None, :, None] + base[None, None, None, :]      # (N, C, K, H*W)
+    taps = xp.reshape(-1)[idx]
+    k = torch.as_tensor(kernel, dtype=x.dtype, device=dev)
+    return torch.einsum("nckp,k->ncp", taps, k).reshape(n, c, h, w)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -384,18 +399,17 @@ def cv2_warp_affine(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
     via 10-bit fixed point), which is reproduced here.
     """
     n, _, h, w = x.shape
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    sy_all, sx_all = [], []
-    for m in matrices:
-        full = np.vstack([m, [0, 0, 1]])
-        inv = np.linalg.inv(full)[:2]
-        # X = ((round((M1 y + M2) * 1024) + 16) + round(M0 x * 1024)) >> 5, idem for Y
-        x_fixed = np.floor((np.rint((inv[0, 1] * ys + inv[0, 2]) * 1024) + 16 + np.rint(inv[0, 0] * xs * 1024)) / 32)
-        y_fixed = np.floor((np.rint((inv[1, 1] * ys + inv[1, 2]) * 1024) + 16 + np.rint(inv[1, 0] * xs * 1024)) / 32)
-        sx_all.append(x_fixed)
-        sy_all.append(y_fixed)
-    sx = torch.from_numpy(np.stack(sx_all)).to(x.device)
-    sy = torch.from_numpy(np.stack(sy_all)).to(x.device)
+    full = np.concatenate([np.asarray(matrices, dtype=np.float64), np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], 1)
+    inv = torch.from_numpy(np.linalg.inv(full)[:, :2]).to(x.device)                 # (N, 2, 3)
+    ys = torch.arange(h, device=x.device, dtype=torch.float64)[None, :, None]
+    xs = torch.arange(w, device=x.device, dtype=torch.float64)[None, None, :]
+
+    def fixed(row: torch.Tensor) -> torch.Tensor:
+        # X = (round((M1 y + M2) * 1024) + 16 + round(M0 x * 1024)) >> 5
+        a = torch.round((row[:, 1, None, None] * ys + row[:, 2, None, None]) * 1024) + 16
+        return torch.floor((a + torch.round(row[:, 0, None, None] * xs * 1024)) / 32)
+
+    sx, sy = fixed(inv[:, 0]), fixed(inv[:, 1])
     x0, y0 = torch.div(sx, 32, rounding_mode="floor"), torch.div(sy, 32, rounding_mode="floor")
     fx, fy = (sx - x0 * 32) / 32, (sy - y0 * 32) / 32
     return _bilinear_gather(x, y0.long(), x0.long(), fy, fx, "mirror")

@@ -1,0 +1,96 @@
+"""essence.corruptions vs imagecorruptions 1.1.2 on the same images (one process).
+
+CPU, 224x224 RGB uint8, batches of 64: images/s per corruption (all five severities) for both, the ratio,
+and the time of a full 19 x 5 pass. imagecorruptions works one image at a time; it is timed on
+``--anchor-images`` images per severity and its per-image time is extrapolated to the batch. Its three
+corruptions that crash on today's numpy / scikit-image (glass_blur, gaussian_blur, fog) are timed with the
+minimal patch of essence.corruptions.reference (marked "patched").
+
+    .venv/bin/python benchmarks/corruptions.py [--batch 64] [--anchor-images 4] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from essence.corruptions import corrupt_tensor, corruption_names
+from essence.corruptions.reference import CRASHING, imagecorruptions_version, load_imagecorruptions
+
+
+def images(n: int, size: int = 224) -> np.ndarray:
+    from PIL import Image
+
+    from essence.data import load_photo, photo_names
+
+    photos = []
+    for name in photo_names():
+        try:
+            img = np.asarray(load_photo(name))
+        except Exception:  # a photo that needs a download (pooch) is skipped
+            continue
+        if img.ndim == 3 and min(img.shape[:2]) >= 128:
+            photos.append(np.asarray(Image.fromarray(img[..., :3]).resize((size, size), Image.BILINEAR)))
+    return np.stack([photos[i % len(photos)] for i in range(n)])
+
+
+def time_essence(batch: np.ndarray, name: str, device: str) -> float:
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device).float() / 255
+    gen = torch.Generator().manual_seed(0)
+    corrupt_tensor(x[:2], name, 1, generator=gen)           # warm-up (caches, frost textures)
+    total = 0.0
+    for s in range(1, 6):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        y = corrupt_tensor(x, name, s, generator=gen)
+        _ = (y * 255).to(torch.uint8)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        total += time.perf_counter() - t
+    return total / (5 * len(batch))                          # seconds per image-severity
+
+
+def time_anchor(ic, batch: np.ndarray, name: str, k: int) -> float:
+    ic.corrupt(batch[0], 1, name)
+    t = time.perf_counter()
+    for s in range(1, 6):
+        for img in batch[:k]:
+            ic.corrupt(img, s, name)
+    return (time.perf_counter() - t) / (5 * k)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--anchor-images", type=int, default=4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--names", default="all", help="a subset name or comma-separated corruption names")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    names = corruption_names(args.names) if "," not in args.names and args.names in (
+        "all", "common", "noise", "blur", "weather", "digital", "extra") else args.names.split(",")
+    ic = load_imagecorruptions(patched=True)
+    batch = images(args.batch)
+    print(f"essence vs imagecorruptions {imagecorruptions_version()} | {args.batch} x 224x224 RGB | device "
+          f"{args.device} | torch threads {args.threads}")
+    print(f"{'corruption':18s} {'essence img/s':>14s} {'imagecorr img/s':>16s} {'ratio':>8s}")
+    tot_e = tot_a = 0.0
+    for name in names:
+        te = time_essence(batch, name, args.device)
+        ta = time_anchor(ic, batch, name, args.anchor_images) if ic is not None else float("nan")
+        tot_e += te
+        tot_a += ta
+        mark = " (patched)" if name in CRASHING else ""
+        print(f"{name:18s} {1 / te:14.1f} {1 / ta:16.1f} {ta / te:7.1f}x{mark}", flush=True)
+    n = args.batch
+    print(f"full {len(names)}x5 pass over {n} images: essence {tot_e * 5 * n:.1f} s, imagecorruptions "
+          f"{tot_a * 5 * n:.1f} s (extrapolated), ratio {tot_a / tot_e:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""``essence corruptions``: list, apply, gallery, train, evaluate, reproduce."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
+
+__all__ = ["main"]
+
+DESCRIPTION = ("ImageNet-C/P (Hendrycks & Dietterich, ICLR 2019): 19 corruptions, perturbation sequences and the "
+               "robustness benchmark (CE, mCE, relative mCE, FP, T5D)")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _names(spec: str) -> list[str]:
+    from essence.corruptions import CORRUPTIONS, SUBSETS, corruption_names
+
+    if spec in SUBSETS:
+        return corruption_names(spec)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        CORRUPTIONS.get(n)
+    if not names:
+        raise UsageError("--names must be a subset (common, all, noise, blur, weather, digital, extra) or names")
+    return names
+
+
+def _read_image(path: str, size: int | None = None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        img = Image.open(p)
+        img.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path} is not a readable image: {err}") from None
+    img = img if img.mode in ("L", "RGB") else img.convert("RGB")
+    if size:
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def _cmd_list(args) -> int:
+    from essence.core.progress import print_table
+    from essence.corruptions import CORRUPTIONS, ORDER
+    from essence.corruptions.perturbations import PERTURBATIONS
+
+    print_table(["corruption", "family", "random"],
+                [(n, CORRUPTIONS.get(n).family, "yes" if CORRUPTIONS.get(n).random else "no") for n in ORDER],
+                title="ImageNet-C corruptions (subsets: common = the 15 of noise/blur/weather/digital; extra)")
+    print_table(["perturbation", "frames", "compared with", "set"],
+                [(n, p.frames, "frame 0" if p.noise else "previous frame", "test" if p.test else "validation")
+                 for n, p in ((n, PERTURBATIONS.get(n)) for n in PERTURBATIONS)], title="ImageNet-P perturbations")
+    return 0
+
+
+def _cmd_apply(args) -> int:
+    from PIL import Image
+
+    from essence.corruptions import corrupt
+
+    out = Path(args.output)
+    single_file = len(args.images) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    if not single_file:
+        out.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(args.images):
+        img = _read_image(path)
+        seed = None if args.seed is None else args.seed + i
+        y = corrupt(img, args.name, args.severity, seed=seed, param_set=args.param_set)
+        target = out if single_file else out / f"{Path(path).stem}_{args.name}_s{args.severity}.png"
+        Image.fromarray(y).save(target)
+        print(target)
+    return 0
+
+
+def _cmd_gallery(args) -> int:
+    from essence.core.report import save_figure
+    from essence.corruptions.evaluate import gallery_figure
+
+    img = _read_image(args.image, args.size)
+    path = save_figure(gallery_figure(img, _names(args.names), seed=args.seed, param_set=args.param_set),
+                       args.output)
+    print(path)
+    return 0
+
+
+def _build_cfg(args):
+    from essence.corruptions.config import PRESETS
+
+    return PRESETS.build(args.preset, args.overrides)
+
+
+def _cmd_train(args) -> int:
+    from essence.core.checkpoint import save_checkpoint
+    from essence.core.runs import Run
+    from essence.core.runtime import resolve_device
+    from essence.corruptions.model import ARCHITECTURES
+    from essence.corruptions.train import train_classifier
+    from essence.data import load_fashion_mnist
+
+    ARCHITECTURES.get(args.arch)
+    cfg = _build_cfg(args)
+    run = Run.create("corruptions", f"train-{args.arch}", args.out, exact=args.out is not None)
+    run.save_config(cfg)
+    x, y = load_fashion_mnist("train", root=args.data_root)
+    idx = np.random.default_rng(cfg.data.seed).permutation(len(x))[:cfg.data.train_size]
+    tc = cfg.train
+    model = train_classifier(args.arch, x[idx], y[idx], epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr,
+                             weight_decay=tc.weight_decay, precision=tc.precision, seed=tc.seed,
+                             device=resolve_device(args.device), log=lambda **kw: run.log(**kw))
+    path = save_checkpoint(run.checkpoints_dir / args.arch, modules={"model": model}, config=cfg,
+                           state={"arch": args.arch, "data": "fashion-mnist"})
+    print(path)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import torch
+
+    from essence.core.checkpoint import load_checkpoint, read_checkpoint
+    from essence.core.progress import format_table_markdown
+    from essence.core.report import save_figure
+    from essence.core.runs import Run
+    from essence.core.runtime import resolve_device
+    from essence.corruptions.evaluate import (
+        ce_table,
+        evaluate_corruptions,
+        gallery_figure,
+        load_baseline,
+        save_errors,
+        severity_figure,
+    )
+    from essence.corruptions.model import build_model
+    from essence.data import load_fashion_mnist
+    from essence.metrics import robustness as R
+
+    if args.data != "fashion-mnist":
+        raise UsageError(f"--data must be 'fashion-mnist' (the dataset that ships here), got {args.data!r}")
+    ckpt = read_checkpoint(args.model)
+    arch = ckpt.state.get("arch")
+    if arch is None:
+        raise ValueError(f"{args.model} has no 'arch' in its state: not a checkpoint of `essence corruptions train`")
+    model = build_model(arch)
+    load_checkpoint(ckpt.path, modules={"model": model}, restore_rng=False)
+    device = resolve_device(args.device)
+    model = model.to(device).eval()
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    x, y = load_fashion_mnist("test", root=args.data_root)
+    if args.test_size:
+        idx = np.random.default_rng(args.seed + 1).permutation(len(x))[:args.test_size]
+        x, y = x[np.sort(idx)], y[np.sort(idx)]
+    names = _names(args.names)
+    run = Run.create("corruptions", "evaluate", args.out, exact=args.out is not None)
+    torch.manual_seed(args.seed)
+    clean, errors = evaluate_corruptions({arch: model}, x, y, names=names, seed=args.seed, batch_size=500,
+                                         precision="fp32")
+    clean, errors = clean[arch], errors[arch]
+    save_errors(run.dir / "errors.json", clean=clean, errors=errors, model=arch, checkpoint=str(ckpt.path),
+                test_images=len(x), seed=args.seed)
+    lines = [f"# Fashion-MNIST-C evaluation of `{ckpt.path}` ({arch})", "",
+             f"Clean error: {100 * clean:.2f}% on {len(x)} test images. Mean corruption error (unnormalised): "
+             f"{100 * R.unnormalized_mean_error(errors, names):.2f}%.", ""]
+    if baseline is not None:
+        b_clean, b_err = baseline
+        headers, rows = ce_table(errors, clean, b_err, b_clean)
+        lines += [f"CE normalised by the baseline run `{args.baseline}` (clean error {100 * b_clean:.2f}%).", "",
+                  format_table_markdown(headers, rows)]
+    else:
+        lines += ["Top-1 error (%) per severity. Pass `--baseline RUN` (an evaluate run of the baseline model) for "
+                  "CE, mCE and relative mCE.", "",
+                  format_table_markdown(["corruption", "s1", "s2", "s3", "s4", "s5"],
+                                        [[c, *[f"{100 * v:.1f}" for v in e]] for c, e in errors.items()])]
+    (run.dir / "table.md").write_text("\n".join(lines) + "\n")
+    save_figure(severity_figure({arch: errors}, {arch: clean}), run.figures_dir / "error_vs_severity.png")
+    save_figure(gallery_figure(x[0], names, seed=args.seed), run.figures_dir / "gallery.png")
+    print("\n".join(lines))
+    print(f"\nwritten: {run.dir}/table.md, errors.json, figures/error_vs_severity.png, figures/gallery.png")
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from essence.cli import reproduce_method
+
+    reproduce_method("corruptions", preset=args.preset, out=args.out, exact=args.out is not None,
+                     device=args.device, overrides=args.overrides)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser, sub = method_parser("corruptions", DESCRIPTION)
+    sub.add_parser("list", help="list the corruptions, subsets and perturbations")
+    p = sub.add_parser("apply", help="corrupt image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--name", required=True, help="corruption name (see `essence corruptions list`)")
+    p.add_argument("--severity", type=int, default=3, help="1..5 (default 3)")
+    p.add_argument("-o", "--output", required=True, help="output file (one image) or directory")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--param-set", default="auto", choices=["auto", "imagenet", "tiny", "cifar"])
+    p = sub.add_parser("gallery", help="one figure with every corruption at every severity")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--names", default="all", help="subset or comma-separated names (default: all 19)")
+    p.add_argument("--size", type=int, default=None, help="resize the image to SIZE x SIZE first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param-set", default="auto", choices=["auto", "imagenet", "tiny", "cifar"])
+    p = sub.add_parser("train", help="train a small Fashion-MNIST classifier (a checkpoint for evaluate)")
+    p.add_argument("--arch", default="resnet", help="alexnet (the baseline) | vgg | resnet")
+    p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the Debian package)")
+    add_run_args(p)
+    p = sub.add_parser("evaluate", help="clean + 19x5 corrupted Fashion-MNIST errors of a checkpoint")
+    p.add_argument("--model", required=True, help="checkpoint written by `essence corruptions train`")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--baseline", default=None, help="evaluate run (or errors.json) of the baseline model for CE")
+    p.add_argument("--names", default="all", help="corruptions (default: all 19; mCE uses the 15 benchmark ones)")
+    p.add_argument("--test-size", type=int, default=None, help="evaluate on a random subset of the test set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None)
+    p = sub.add_parser("reproduce", help="the small-scale reproduction (Fashion-MNIST-C/-P) and its report")
+    add_run_args(p)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+
+    def run() -> int:
+        args = parser.parse_args(argv)
+        if getattr(args, "severity", 1) not in range(1, 6):
+            raise UsageError(f"--severity must be in 1..5, got {args.severity}")
+        return {"list": _cmd_list, "apply": _cmd_apply, "gallery": _cmd_gallery, "train": _cmd_train,
+                "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce}[args.command](args)
+
+    return run_cli(run)
