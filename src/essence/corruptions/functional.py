@@ -99,7 +99,7 @@ def _gray_weights(x: torch.Tensor) -> torch.Tensor:
 def gaussian_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``np.clip(x + np.random.normal(size=x.shape, scale=c), 0, 1)``"""
     c = get_params("gaussian_noise", severity, param_set)
-    return (x + c * _randn(x.shape, generator, x.device, x.dtype)).clamp(0, 1)
+    return _randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(x).clamp_(0, 1)
 
 
 @_register("shot_noise", "noise")
@@ -115,17 +115,17 @@ def impulse_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``sk.util.random_noise(x, mode='s&p', amount=c)``: each value (per channel) is replaced with prob.
     ``c``, by 1 (salt) or 0 (pepper) with equal odds."""
     c = get_params("impulse_noise", severity, param_set)
-    flipped = _rand(x.shape, generator, x.device) < c
-    salted = _rand(x.shape, generator, x.device) < 0.5
-    y = torch.where(flipped & salted, torch.ones_like(x), x)
-    return torch.where(flipped & ~salted, torch.zeros_like(x), y)
+    # one uniform u per value: flipped iff u < c; given that, u is U(0, c), so u < c / 2 is a fair coin
+    u = _rand(x.shape, generator, x.device)
+    y = x.masked_fill(u < c / 2, 1.0)
+    return y.masked_fill_((u >= c / 2) & (u < c), 0.0)
 
 
 @_register("speckle_noise", "extra")
 def speckle_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``np.clip(x + x * np.random.normal(size=x.shape, scale=c), 0, 1)``"""
     c = get_params("speckle_noise", severity, param_set)
-    return (x + x * c * _randn(x.shape, generator, x.device, x.dtype)).clamp(0, 1)
+    return _randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(1).mul_(x).clamp_(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -330,13 +330,15 @@ def fog(x, severity, *, generator=None, param_set="imagenet"):
 
 @_register("brightness", "weather", random=False)
 def brightness(x, severity, *, generator=None, param_set="imagenet"):
-    """HSV: ``V = clip(V + c)`` (skimage rgb2hsv / hsv2rgb); grey images: ``clip(x + c)``."""
+    """HSV: ``V = clip(V + c)`` (skimage rgb2hsv / hsv2rgb, computed as a rescaling of RGB, which is the
+    same map); grey images: ``clip(x + c)``."""
     c = get_params("brightness", severity, param_set)
     if x.shape[1] == 1:
         return (x + c).clamp(0, 1)
-    hsv = ops.rgb_to_hsv(x)
-    hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)], 1)
-    return ops.hsv_to_rgb(hsv).clamp(0, 1)
+    # only V changes, and hsv2rgb is linear in V for fixed (h, s): rgb' = rgb * V' / V (V' if V = 0)
+    v = x.amax(1, keepdim=True)
+    v2 = (v + c).clamp(0, 1)
+    return torch.where(v > 0, x * (v2 / v.clamp(min=1e-12)), v2).clamp_(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -346,8 +348,8 @@ def brightness(x, severity, *, generator=None, param_set="imagenet"):
 def contrast(x, severity, *, generator=None, param_set="imagenet"):
     """``(x - mu) * c + mu`` with mu the per-channel spatial mean."""
     c = get_params("contrast", severity, param_set)
-    mu = x.mean((2, 3), keepdim=True, dtype=torch.float64).to(x.dtype)
-    return ((x - mu) * c + mu).clamp(0, 1)
+    mu = x.mean((2, 3), keepdim=True)
+    return torch.addcmul(mu * (1 - c), x, torch.tensor(c, dtype=x.dtype, device=x.device)).clamp_(0, 1)
 
 
 def elastic_constants(params, param_set: str, h: int, w: int) -> tuple[float, float, float]:
@@ -365,8 +367,9 @@ def elastic_apply(x: torch.Tensor, consts, jitter: np.ndarray, fields: torch.Ten
     mats = [ops.affine_from_points(pts1.astype(np.float64), (pts1 + j.astype(np.float32)).astype(np.float64))
             for j in jitter]
     y = ops.cv2_warp_affine(x, np.stack(mats))
-    fields = fields.to(x.device, torch.float64)
-    dxy = (ops.gaussian_filter(fields, sigma, truncate=3, mode="reflect") * alpha).to(torch.float32)
+    # float32 blur of the fields (the original blurs in float64 and casts to float32; difference < 1e-3 px)
+    fields = fields.to(x.device, torch.float32)
+    dxy = ops.gaussian_filter(fields, sigma, truncate=3, mode="reflect") * alpha
     dx, dy = dxy[:, 0].to(torch.float64), dxy[:, 1].to(torch.float64)
     rows = torch.arange(h, device=x.device, dtype=torch.float64)[None, :, None] + dy
     cols = torch.arange(w, device=x.device, dtype=torch.float64)[None, None, :] + dx
@@ -389,32 +392,59 @@ def elastic_transform(x, severity, *, generator=None, param_set="imagenet"):
     return elastic_apply(x, consts, jitter, fields)
 
 
+def _per_image_pil(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a uint8 HxW(xC) numpy -> numpy function to every image, in a thread pool (Pillow and OpenCV
+    release the GIL), and return floats in [0, 1] on x's device."""
+    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    imgs = [im[..., 0] if im.shape[-1] == 1 else im for im in u8]
+    out = list(_pool().map(fn, imgs)) if len(imgs) > 1 else [fn(imgs[0])]
+    arr = np.stack(out)
+    arr = arr[..., None] if arr.ndim == 3 else arr
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+
+
+@lru_cache(maxsize=1)
+def _pool():
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1)))
+
+
 @_register("pixelate", "digital", random=False)
 def pixelate(x, severity, *, generator=None, param_set="imagenet"):
-    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)`` with Pillow's integer arithmetic."""
+    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)`` with Pillow itself, one image per thread
+    (:func:`.ops.pil_resize_box` is the bit-exact torch version, used on GPU tensors)."""
+    from PIL import Image
+
     c = get_params("pixelate", severity, param_set)
     h, w = x.shape[-2:]
-    u8 = torch.round(x * 255)
-    small = ops.pil_resize_box(u8, (max(int(h * c), 1), max(int(w * c), 1)))
-    return ops.pil_resize_box(small, (h, w)) / 255
+    size = (max(int(h * c), 1), max(int(w * c), 1))
+    if x.device.type != "cpu":
+        u8 = torch.round(x * 255)
+        return ops.pil_resize_box(ops.pil_resize_box(u8, size), (h, w)) / 255
+
+    def one(img):
+        small = Image.fromarray(img).resize((size[1], size[0]), Image.BOX)
+        return np.asarray(small.resize((w, h), Image.BOX))
+
+    return _per_image_pil(x, one)
 
 
 @_register("jpeg_compression", "digital", random=False)
 def jpeg_compression(x, severity, *, generator=None, param_set="imagenet"):
-    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as mode 'L')."""
+    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as mode 'L'), one image per
+    thread on the CPU."""
     from PIL import Image
 
-    q = get_params("jpeg_compression", severity, param_set)
-    u8 = torch.round(x * 255).clamp(0, 255).to(torch.uint8).cpu()
-    out = []
-    for img in u8:
-        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+    q = int(get_params("jpeg_compression", severity, param_set))
+
+    def one(img):
         buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, "JPEG", quality=int(q))
-        dec = np.asarray(Image.open(buf))
-        dec = dec[None] if dec.ndim == 2 else dec.transpose(2, 0, 1)
-        out.append(torch.from_numpy(dec.copy()))
-    return torch.stack(out).to(x.device, x.dtype) / 255
+        Image.fromarray(img).save(buf, "JPEG", quality=q)
+        return np.asarray(Image.open(buf))
+
+    return _per_image_pil(x, one)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -426,12 +456,12 @@ def spatter_apply(x: torch.Tensor, params, liquid_noise: torch.Tensor) -> torch.
 
     loc, scale, sigma, thresh, intensity, mode = params
     n, c, h, w = x.shape
-    liquid = ops.gaussian_filter((loc + scale * liquid_noise.to(torch.float64)), sigma)   # (N, H, W)
+    liquid = ops.gaussian_filter((loc + scale * liquid_noise.to(x.device, torch.float64)), sigma)   # (N, H, W)
     liquid = torch.where(liquid < thresh, torch.zeros_like(liquid), liquid)
     if mode == 0:
-        masks = []
         ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-        for layer in liquid.numpy():
+
+        def water(layer):
             lay8 = np.mod(np.floor(layer * 255), 256).astype(np.uint8)
             dist = 255 - cv2.Canny(lay8, 50, 150)
             dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
@@ -442,8 +472,10 @@ def spatter_apply(x: torch.Tensor, params, liquid_noise: torch.Tensor) -> torch.
             dist = cv2.blur(dist, (3, 3)).astype(np.float32)
             m = lay8 * dist
             m = m / m.max() if m.max() > 0 else m
-            masks.append(torch.from_numpy(m * intensity))
-        m = torch.stack(masks)[:, None].to(x.device, x.dtype)
+            return torch.from_numpy(m * intensity)
+
+        layers = list(liquid.cpu().numpy())
+        m = torch.stack(list(_pool().map(water, layers)))[:, None].to(x.device, x.dtype)
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], dtype=x.dtype, device=x.device)[None, :, None, None]
         add = (m * color).clamp(0, 1)
         if c == 1:

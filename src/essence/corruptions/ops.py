@@ -7,6 +7,7 @@ All functions take float tensors shaped (N, C, H, W) (or (N, H, W) for 2-D maps)
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -45,13 +46,18 @@ def fold_index(idx: torch.Tensor, n: int, mode: str) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------
 def gaussian_matrix(n: int, sigma: float, *, truncate: float = 4.0, mode: str = "nearest",
                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    return _gaussian_matrix64(n, float(sigma), float(truncate), mode).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=64)
+def _gaussian_matrix64(n: int, sigma: float, truncate: float, mode: str) -> torch.Tensor:
     """(n, n) matrix G with ``G @ v == scipy.ndimage.gaussian_filter1d(v, sigma, mode=mode, truncate=...)``.
 
     A dense banded matrix handles every border mode exactly, even when the kernel is wider than the
     signal (elastic_transform blurs 224 pixels with sigma 170).
     """
     if sigma <= 1e-15:
-        return torch.eye(n, dtype=dtype, device=device)
+        return torch.eye(n, dtype=torch.float64)
     radius = int(truncate * float(sigma) + 0.5)
     k = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 / (float(sigma) ** 2) * k**2)
@@ -61,7 +67,7 @@ def gaussian_matrix(n: int, sigma: float, *, truncate: float = 4.0, mode: str = 
     cols = fold_index(torch.from_numpy(cols), n, mode).numpy()
     g = np.zeros((n, n), dtype=np.float64)
     np.add.at(g, (rows, cols), np.tile(w, n))
-    return torch.from_numpy(g).to(device=device, dtype=dtype)
+    return torch.from_numpy(g)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, *, truncate: float = 4.0, mode: str = "nearest") -> torch.Tensor:
@@ -125,8 +131,8 @@ def motion_offsets(radius: float, sigma: float, angle: float) -> tuple[np.ndarra
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.Tensor:
     """ImageMagick motion blur of each image n at ``angles[n]`` degrees (edge pixels repeated).
 
-    Every tap k is one gather over the whole batch from the edge-padded images (each image has its own
-    offsets); large images use per-image strided views instead (fewer, larger operations).
+    Each image has its own line kernel (its own offsets); large images are filtered by FFT on the
+    edge-padded batch, small ones by gathering every tap.
     """
     n, c, h, w = x.shape
     plans = [motion_offsets(radius, sigma, float(a)) for a in angles]
@@ -134,13 +140,13 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.T
     pad_y = max(abs(dy) for _, offs in plans for dy, _ in offs)
     pad_x = max(abs(dx) for _, offs in plans for _, dx in offs)
     xp = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate") if (pad_x or pad_y) else x
-    out = torch.zeros_like(x)
-    if c * h * w >= 32768:
+    if c * h * w >= 4096 and len(kernel) > 5:
+        # one line kernel per image on a (2 pad_y + 1, 2 pad_x + 1) grid, applied by FFT
+        k = torch.zeros((n, 2 * pad_y + 1, 2 * pad_x + 1), dtype=torch.float64)
         for j, (_, offs) in enumerate(plans):
-            acc = out[j]
-            for k, (dy, dx) in zip(kernel, offs):
-                acc.add_(xp[j, :, pad_y + dy:pad_y + dy + h, pad_x + dx:pad_x + dx + w], alpha=float(k))
-        return out
+            for weight, (dy, dx) in zip(kernel, offs):
+                k[j, pad_y + dy, pad_x + dx] += weight
+        return fft_correlate(xp, k.to(x.device), (h, w))
     hp, wp = h + 2 * pad_y, w + 2 * pad_x
     dev = x.device
     base = (torch.arange(h, device=dev)[:, None] * wp + torch.arange(w, device=dev)[None, :]).reshape(-1)
@@ -150,6 +156,26 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.T
     taps = xp.reshape(-1)[idx]
     k = torch.as_tensor(kernel, dtype=x.dtype, device=dev)
     return torch.einsum("nckp,k->ncp", taps, k).reshape(n, c, h, w)
+
+
+def fft_correlate(xp: torch.Tensor, kernels: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Valid correlation of padded images xp (N, C, Hp, Wp) with kernels (N or 1, kh, kw), via FFT.
+
+    out[n, c, i, j] = sum_{a, b} xp[n, c, i + a, j + b] * k[n, a, b] for the (Hp - kh + 1, Wp - kw + 1)
+    valid positions; only the first ``out_hw`` rows / columns are returned. Used for the large kernels
+    (defocus disks up to 21x21, motion-blur lines up to 41 taps), where it is much faster than direct
+    convolution; the result matches it to float32 rounding.
+    """
+    n, c, hp, wp = xp.shape
+    kh, kw = kernels.shape[-2:]
+    fh, fw = hp, wp
+    # correlation = convolution with the flipped kernel; circular wrap only touches the discarded border
+    kf = torch.zeros((kernels.shape[0], fh, fw), dtype=xp.dtype, device=xp.device)
+    kf[:, :kh, :kw] = torch.flip(kernels.to(xp.dtype), (-2, -1))
+    spec = torch.fft.rfft2(xp) * torch.fft.rfft2(kf)[:, None]
+    full = torch.fft.irfft2(spec, s=(fh, fw))
+    h, w = out_hw
+    return full[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -177,18 +203,16 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb on (N, 3, H, W)."""
-    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
-    p = v * (1 - s)
-    q = v * (1 - f * s)
-    t = v * (1 - (1 - f) * s)
-    hi = torch.remainder(hi, 6).long()
-    choices = torch.stack([torch.stack(c, 1) for c in
-                           [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]], 0)
-    idx = hi[None, :, None].expand(1, -1, 3, -1, -1)
-    return torch.gather(choices, 0, idx)[0]
+    """skimage.color.hsv2rgb on (N, 3, H, W).
+
+    skimage picks (v, t, p), (q, v, p), ... by the sector floor(6 h); the closed form
+    ``v - v s clamp(min(k, 4 - k), 0, 1)`` with k = (n + 6 h) mod 6, n = 5, 3, 1 gives the same values
+    for every sector without materialising the six candidates.
+    """
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype, device=hsv.device)[None, :, None, None]
+    k = torch.remainder(n + h * 6, 6)
+    return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -359,8 +383,10 @@ def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     ih = fold_index(torch.arange(-ph, h + ph, device=x.device), h, "mirror")
     iw = fold_index(torch.arange(-pw, w + pw, device=x.device), w, "mirror")
     xp = x[:, :, ih][:, :, :, iw]
-    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)[None, None]
-    return F.conv2d(xp.reshape(n * c, 1, h + 2 * ph, w + 2 * pw), k).reshape(n, c, h, w)
+    k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
+    if kh * kw > 49:
+        return fft_correlate(xp, k[None], (h, w))
+    return F.conv2d(xp.reshape(n * c, 1, h + 2 * ph, w + 2 * pw), k[None, None]).reshape(n, c, h, w)
 
 
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -372,24 +398,6 @@ def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         a[2 * i + 1, 3:5], a[2 * i + 1, 5] = src[i], 1
         b[2 * i], b[2 * i + 1] = dst[i]
     return np.linalg.solve(a, b).reshape(2, 3)
-
-
-def _bilinear_gather(x: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor,
-                     mode: str) -> torch.Tensor:
-    """Bilinear sample of (N, C, H, W) at integer corners (y0, x0) + fractions; corners folded by ``mode``."""
-    n, c, h, w = x.shape
-    ya, yb = fold_index(y0, h, mode), fold_index(y0 + 1, h, mode)
-    xa, xb = fold_index(x0, w, mode), fold_index(x0 + 1, w, mode)
-    flat = x.reshape(n, c, h * w)
-
-    def take(yy, xx):
-        idx = (yy * w + xx).reshape(n, 1, -1).expand(n, c, -1)
-        return torch.gather(flat, 2, idx).reshape(n, c, *yy.shape[1:])
-
-    fy, fx = fy[:, None].to(x.dtype), fx[:, None].to(x.dtype)
-    top = take(ya, xa) * (1 - fx) + take(ya, xb) * fx
-    bot = take(yb, xa) * (1 - fx) + take(yb, xb) * fx
-    return top * (1 - fy) + bot * fy
 
 
 def cv2_warp_affine(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
@@ -409,13 +417,18 @@ def cv2_warp_affine(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
         a = torch.round((row[:, 1, None, None] * ys + row[:, 2, None, None]) * 1024) + 16
         return torch.floor((a + torch.round(row[:, 0, None, None] * xs * 1024)) / 32)
 
-    sx, sy = fixed(inv[:, 0]), fixed(inv[:, 1])
-    x0, y0 = torch.div(sx, 32, rounding_mode="floor"), torch.div(sy, 32, rounding_mode="floor")
-    fx, fy = (sx - x0 * 32) / 32, (sy - y0 * 32) / 32
-    return _bilinear_gather(x, y0.long(), x0.long(), fy, fx, "mirror")
+    sx, sy = fixed(inv[:, 0]) / 32, fixed(inv[:, 1]) / 32
+    # bilinear with REFLECT_101 borders = grid_sample(reflection, align_corners=True)
+    grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], -1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
 def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``scipy.ndimage.map_coordinates(order=1, mode='reflect')`` at (rows, cols) of shape (N, H, W)."""
-    y0, x0 = torch.floor(rows), torch.floor(cols)
-    return _bilinear_gather(x, y0.long(), x0.long(), rows - y0, cols - x0, "reflect")
+    """``scipy.ndimage.map_coordinates(order=1, mode='reflect')`` at (rows, cols) of shape (N, H, W).
+
+    scipy's half-sample reflection folded into bilinear interpolation equals
+    ``grid_sample(padding_mode='reflection', align_corners=False)`` with pixel p at (2 p + 1) / size - 1.
+    """
+    h, w = x.shape[-2:]
+    grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], -1).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

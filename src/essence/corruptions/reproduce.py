@@ -197,7 +197,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     except ValueError as err:  # degenerate baseline (tiny preset)
         report.text(f"Per-severity table skipped: {err}.")
     report.figure(severity_figure(errors, clean), "error_vs_severity", "Top-1 error vs severity per corruption")
-    report.figure(gallery_figure(xte[0], corruption_names("all"), seed=cfg.data.seed), "gallery",
+    report.figure(gallery_figure(xte[0], corruption_names("all") if preset != "tiny" else names, seed=cfg.data.seed),
+                  "gallery",
                   "Every corruption at every severity (a Fashion-MNIST test image)")
     report.add_summary(models=summary, fp=fps, t5d=t5s, seconds_total=round(time.time() - t0, 1))
     return report
