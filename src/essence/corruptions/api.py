@@ -66,6 +66,10 @@ def _to_uint8(y: torch.Tensor) -> torch.Tensor:
 def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_set: str) -> torch.Tensor:
     """uint8 or float (N, C, H, W) tensor -> the same dtype."""
     is_uint8 = x.dtype == torch.uint8
+    corruption = CORRUPTIONS.get(name)
+    if is_uint8 and corruption.uint8_fn is not None and x.device.type == "cpu":
+        pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
+        return corruption.uint8_fn(x, severity, pset)       # Pillow works on uint8 directly
     xf = x.to(torch.float32) / 255 if is_uint8 else x.to(torch.float32)
     y = corrupt_tensor(xf, name, severity, generator=gen, param_set=param_set)
     return _to_uint8(y) if is_uint8 else y.to(x.dtype)

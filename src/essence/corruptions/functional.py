@@ -39,6 +39,7 @@ class Corruption:
     family: str          # noise / blur / weather / digital / extra
     fn: Callable
     random: bool         # draws randomness (False: a deterministic function of the image)
+    uint8_fn: Callable | None = None   # optional uint8 -> uint8 path (N, C, H, W) on the CPU (Pillow ops)
 
 
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
@@ -392,15 +393,20 @@ def elastic_transform(x, severity, *, generator=None, param_set="imagenet"):
     return elastic_apply(x, consts, jitter, fields)
 
 
+def _per_image_u8(u8: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a uint8 HxW(xC) numpy -> numpy function to every image of a uint8 batch (N, C, H, W) in a
+    thread pool (Pillow and OpenCV release the GIL)."""
+    arr = u8.permute(0, 2, 3, 1).cpu().numpy()
+    imgs = [im[..., 0] if im.shape[-1] == 1 else im for im in arr]
+    out = np.stack(list(_pool().map(fn, imgs)) if len(imgs) > 1 else [fn(imgs[0])])
+    out = out[..., None] if out.ndim == 3 else out
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(u8.device)
+
+
 def _per_image_pil(x: torch.Tensor, fn) -> torch.Tensor:
-    """Apply a uint8 HxW(xC) numpy -> numpy function to every image, in a thread pool (Pillow and OpenCV
-    release the GIL), and return floats in [0, 1] on x's device."""
-    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    imgs = [im[..., 0] if im.shape[-1] == 1 else im for im in u8]
-    out = list(_pool().map(fn, imgs)) if len(imgs) > 1 else [fn(imgs[0])]
-    arr = np.stack(out)
-    arr = arr[..., None] if arr.ndim == 3 else arr
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    """:func:`_per_image_u8` for a float batch in [0, 1] (rounded to uint8 first)."""
+    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
+    return _per_image_u8(u8, fn).to(x.dtype) / 255
 
 
 @lru_cache(maxsize=1)
@@ -411,40 +417,56 @@ def _pool():
     return ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1)))
 
 
-@_register("pixelate", "digital", random=False)
-def pixelate(x, severity, *, generator=None, param_set="imagenet"):
-    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)`` with Pillow itself, one image per thread
-    (:func:`.ops.pil_resize_box` is the bit-exact torch version, used on GPU tensors)."""
+def _pixelate_fn(c: float, h: int, w: int):
     from PIL import Image
 
-    c = get_params("pixelate", severity, param_set)
-    h, w = x.shape[-2:]
     size = (max(int(h * c), 1), max(int(w * c), 1))
-    if x.device.type != "cpu":
-        u8 = torch.round(x * 255)
-        return ops.pil_resize_box(ops.pil_resize_box(u8, size), (h, w)) / 255
 
     def one(img):
         small = Image.fromarray(img).resize((size[1], size[0]), Image.BOX)
         return np.asarray(small.resize((w, h), Image.BOX))
 
+    return one, size
+
+
+def pixelate_uint8(u8: torch.Tensor, severity: int, param_set: str = "imagenet") -> torch.Tensor:
+    c = get_params("pixelate", severity, param_set)
+    return _per_image_u8(u8, _pixelate_fn(c, *u8.shape[-2:])[0])
+
+
+@_register("pixelate", "digital", random=False)
+def pixelate(x, severity, *, generator=None, param_set="imagenet"):
+    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)`` with Pillow itself, one image per thread
+    (:func:`.ops.pil_resize_box` is the bit-exact torch version, used on GPU tensors)."""
+    c = get_params("pixelate", severity, param_set)
+    h, w = x.shape[-2:]
+    one, size = _pixelate_fn(c, h, w)
+    if x.device.type != "cpu":
+        u8 = torch.round(x * 255)
+        return ops.pil_resize_box(ops.pil_resize_box(u8, size), (h, w)) / 255
     return _per_image_pil(x, one)
 
 
-@_register("jpeg_compression", "digital", random=False)
-def jpeg_compression(x, severity, *, generator=None, param_set="imagenet"):
-    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as mode 'L'), one image per
-    thread on the CPU."""
+def _jpeg_fn(q: int):
     from PIL import Image
-
-    q = int(get_params("jpeg_compression", severity, param_set))
 
     def one(img):
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, "JPEG", quality=q)
         return np.asarray(Image.open(buf))
 
-    return _per_image_pil(x, one)
+    return one
+
+
+def jpeg_uint8(u8: torch.Tensor, severity: int, param_set: str = "imagenet") -> torch.Tensor:
+    return _per_image_u8(u8, _jpeg_fn(int(get_params("jpeg_compression", severity, param_set))))
+
+
+@_register("jpeg_compression", "digital", random=False)
+def jpeg_compression(x, severity, *, generator=None, param_set="imagenet"):
+    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as mode 'L'), one image per
+    thread on the CPU."""
+    return _per_image_pil(x, _jpeg_fn(int(get_params("jpeg_compression", severity, param_set))))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -511,6 +533,10 @@ def saturate(x, severity, *, generator=None, param_set="imagenet"):
     hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * c0 + c1).clamp(0, 1), hsv[:, 2]], 1)
     return ops.hsv_to_rgb(hsv).clamp(0, 1)
 
+
+for _name, _fn in (("pixelate", pixelate_uint8), ("jpeg_compression", jpeg_uint8)):
+    _c = CORRUPTIONS.get(_name)
+    CORRUPTIONS._items[_name] = Corruption(_c.name, _c.family, _c.fn, _c.random, _fn)  # noqa: SLF001
 
 # the benchmark's order (the registry itself iterates in definition order)
 ORDER = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",

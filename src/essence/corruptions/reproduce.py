@@ -83,10 +83,11 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     if tc.clahe_epochs > 0:
         t = time.time()
         name = f"{strong}+clahe"
-        models[name] = train_classifier(strong, xtr, ytr, epochs=tc.clahe_epochs, batch_size=tc.batch_size,
+        x_eq = (clahe(torch.from_numpy(xtr)[:, None].float() / 255) * 255).round().to(torch.uint8)[:, 0].numpy()
+        models[name] = train_classifier(strong, x_eq, ytr, epochs=tc.clahe_epochs, batch_size=tc.batch_size,
                                         lr=tc.lr / 3, weight_decay=tc.weight_decay, precision=tc.precision,
                                         seed=tc.seed + 1, device=dev, model=copy.deepcopy(models[strong]),
-                                        transform=clahe, desc=f"fine-tune {strong} on CLAHE")
+                                        desc=f"fine-tune {strong} on CLAHE")
         preprocess[name] = clahe
         times[name] = time.time() - t
 
