@@ -22,7 +22,11 @@ def make_tiny_encoder(folder, *, seed: int = 0, hidden: int = 32, layers: int = 
              *string.ascii_lowercase, *("##" + c for c in string.ascii_lowercase + string.digits), *WORDS]
     vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    # transformers 5: the vocabulary is passed as a dict (``vocab_file=`` is silently ignored -> all [UNK])
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    if tok.convert_ids_to_tokens(tok("long live", add_special_tokens=False)["input_ids"]) != ["long", "live"]:
+        raise RuntimeError("the tiny WordPiece tokenizer did not load its vocabulary")
+    tok.save_pretrained(str(folder))
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=2 * hidden, max_position_embeddings=128, type_vocab_size=2)

@@ -45,7 +45,7 @@ class TextBatcher:
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
     def _context_ids(self, contexts: Sequence[str | Sequence[str]]) -> list[list[int]]:
         turns = [[c] if isinstance(c, str) else list(c) for c in contexts]

@@ -96,26 +96,39 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 @torch.inference_mode()
-def score_latency(model, batcher: TextBatcher, contexts: Sequence[Sequence[str]], n_candidates: Sequence[int], *,
-                  repeats: int = 5, bf16: bool = False, seed: int = 0) -> dict[int, float]:
+def score_latency(models: dict, contexts: Sequence[Sequence[str]], n_candidates: Sequence[int], *,
+                  repeats: int = 5, bf16: bool = False, seed: int = 0) -> dict[str, dict[int, float]]:
     """Seconds to score one context against C cached candidate vectors (context encoding included), median
-    over ``repeats`` contexts, for each C. The cache holds random vectors of the right shape: the cost of
-    scoring does not depend on their values."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    batches = [batcher.contexts([c]) for c in contexts]
+    over ``repeats`` contexts, for each model and each C.
 
-    def one(cache: torch.Tensor, i: int) -> None:
-        ids, mask = batches[i % len(batches)]
+    ``models`` maps a name to ``(model, batcher)``. The models are timed interleaved (one context each in turn),
+    so that load changes on a shared machine hit all of them alike. The cache holds random vectors of the right
+    shape: the cost of scoring does not depend on their values.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    batches = {name: [b.contexts([c]) for c in contexts] for name, (_, b) in models.items()}
+    for model, _ in models.values():
+        model.eval()
+
+    def one(model, name: str, cache: torch.Tensor, i: int) -> float:
+        ids, mask = batches[name][i % len(contexts)]
+        t = time.perf_counter()
         with _autocast(torch.device("cpu"), bf16):
             rep, rep_mask = model.encode_context(ids, mask)
             model.score(rep.float(), rep_mask, cache).float().topk(min(5, cache.shape[0]))
+        return time.perf_counter() - t
 
-    out = {}
+    out: dict[str, dict[int, float]] = {name: {} for name in models}
     for C in n_candidates:
-        cache = torch.randn(C, model.dim, generator=gen)
-        counter = iter(range(10**9))
-        out[C] = _median_time(lambda cache=cache, counter=counter: one(cache, next(counter)), repeats)
+        cache = torch.randn(C, next(iter(models.values()))[0].dim, generator=gen)
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for name, (model, _) in models.items():   # warm-up
+            one(model, name, cache, 0)
+        for i in range(repeats):
+            for name, (model, _) in models.items():
+                times[name].append(one(model, name, cache, i))
+        for name in models:
+            out[name][C] = statistics.median(times[name])
     return out
 
 

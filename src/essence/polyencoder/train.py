@@ -2,7 +2,8 @@
 
 - bi / poly: B contexts and their B labels; every context is scored against every label of the batch
   (B - 1 negatives). Under torchrun the label vectors are gathered from all processes with
-  ``all_gather_with_grad`` (``train.gather_negatives``), giving W * B - 1 negatives per context.
+  ``all_gather_with_grad`` (``train.gather_negatives``), giving W * B - 1 negatives per context; gradients are
+  then averaged by :func:`average_gradients` (one flat all-reduce) instead of DDP, see ``train()``.
 - cross: each context with its gold label and ``train.cross_negatives`` labels sampled from the training set.
 - Optimiser: Adamax (paper, Reddit init; Adam/AdamW with weight decay for BERT init), linear warm-up, then the
   learning rate is multiplied by ``optim.decay`` (0.4) whenever the validation R@1 does not improve for
@@ -36,7 +37,7 @@ from essence.polyencoder.evaluate import evaluate_sets
 from essence.polyencoder.loss import in_batch_loss, inline_loss
 from essence.polyencoder.model import build_model
 
-__all__ = ["train", "TrainResult", "load_run", "save_encoder_files"]
+__all__ = ["train", "TrainResult", "load_run", "save_encoder_files", "average_gradients"]
 
 
 @dataclass
@@ -59,6 +60,8 @@ def save_encoder_files(model, tokenizer, folder: Path) -> None:
 def load_run(path: str | Path, device: str | torch.device = "cpu"):
     """``(model, tokenizer, config, checkpoint_path)`` of a trained run directory or checkpoint file."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model run not found: {path} (a run directory from `essence polyencoder train`)")
     run_dir = path if path.is_dir() else path.parent.parent
     ckpt_path = latest_checkpoint(path / "checkpoints") if path.is_dir() else path
     if ckpt_path is None:
@@ -75,6 +78,18 @@ def load_run(path: str | Path, device: str | torch.device = "cpu"):
     model, tokenizer = build_model(mcfg)
     load_checkpoint(ckpt_path, modules={"model": model}, restore_rng=False)
     return model.to(device).eval(), tokenizer, cfg, ckpt_path
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Mean of every parameter's gradient over the processes (one flat all-reduce), what DDP would do."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads or not dist.is_distributed():
+        return
+    flat = dist.all_reduce(torch.cat([g.reshape(-1) for g in grads]), op="mean")
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _freeze_word_embeddings(model) -> None:
@@ -163,7 +178,11 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
     batcher = TextBatcher(tokenizer, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
     cross = model.architecture == "cross"
     wrapped = model if cross else _JointForward(model)
-    if dist.is_distributed():
+    # Gathered negatives put a collective (all_gather_with_grad's backward all-reduce) inside the backward pass;
+    # mixed with DDP's asynchronous bucket all-reduces on the same process group it corrupts gradients (seen
+    # with gloo), so that case averages the gradients by hand after backward instead of wrapping in DDP.
+    manual_sync = dist.is_distributed() and not cross and cfg.train.gather_negatives
+    if dist.is_distributed() and not manual_sync:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             wrapped, device_ids=[device.index] if device.type == "cuda" else None)
     opt = _optimizer(model, cfg)
@@ -208,6 +227,8 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
                     loss = _bi_poly_loss(wrapped, batcher, batch, device, cfg.train.gather_negatives)
             check_finite(loss, step)
             prec.backward(loss)
+            if manual_sync:
+                average_gradients(model)
             prec.step(opt, clip_norm=cfg.optim.clip_norm)
             sched.step()
             record = {"loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]}
