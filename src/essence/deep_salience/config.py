@@ -17,10 +17,13 @@ class ModelConfig(Config):
     widths: tuple[int, int, int, int, int] = PAPER_WIDTHS  # bendy1, bendy2, smoothy1, smoothy2, distribute
     input_bn: bool = True                                  # the input BatchNorm of the final model
     harmonics: tuple[float, ...] = HARMONICS               # HCQT channels fed to the net; (1.0,) = plain CQT
+    output_bias: float = 0.0      # initial bias of 'squishy' (Keras: 0); < 0 starts from a sparse-output prior
+    bn_momentum: float = 0.01     # torch BatchNorm momentum (0.01 = Keras' 0.99)
 
     def __post_init__(self):
         require(len(self.widths) == 5 and all(isinstance(w, int) and w > 0 for w in self.widths),
                 f"model.widths must be 5 positive integers, got {self.widths!r}")
+        require_range(self, "bn_momentum", 0.0, 1.0, inclusive=False)
         require(len(self.harmonics) > 0 and all(h in HARMONICS for h in self.harmonics),
                 f"model.harmonics must be a non-empty subset of {HARMONICS}, got {self.harmonics!r}")
 
@@ -98,9 +101,9 @@ def _tiny() -> DeepSalienceConfig:
 def _quick() -> DeepSalienceConfig:
     # Reduced width (channels / 4) and a short schedule so that the whole reproduction fits in ~5 min on 2 cores.
     return DeepSalienceConfig(
-        model=ModelConfig(widths=(32, 16, 16, 16, 8)),
+        model=ModelConfig(widths=(32, 16, 16, 16, 8), bn_momentum=0.1),
         data=DataConfig(n_train=24, n_validation=4, n_test=5, max_seconds=12.0),
-        optim=OptimConfig(batch_size=16, rate=50),
+        optim=OptimConfig(lr=1e-2, batch_size=16, rate=50),
         train=TrainConfig(steps_per_epoch=15, max_epochs=5, val_batches=4, lr_patience=2, early_stopping=3,
                           bf16=True),
     )

@@ -47,9 +47,12 @@ class SalienceNet(nn.Module):
         in_channels: HCQT channels (6 harmonics; 1 for the single-harmonic CQT ablation).
         widths: output channels of bendy1, bendy2, smoothy1, smoothy2, distribute (paper: 128, 64, 64, 64, 8).
         input_bn: the input BatchNorm that distinguishes the final model (card §2.2; ablated in §5.3).
+        bn_momentum: torch BatchNorm momentum (0.01 = Keras' 0.99); short CPU schedules use 0.1 so that the
+            running statistics used at evaluation catch up within a few dozen steps.
     """
 
-    def __init__(self, in_channels: int = 6, widths: tuple[int, ...] = PAPER_WIDTHS, input_bn: bool = True):
+    def __init__(self, in_channels: int = 6, widths: tuple[int, ...] = PAPER_WIDTHS, input_bn: bool = True,
+                 bn_momentum: float = 0.01):
         super().__init__()
         if len(widths) != 5 or any(int(w) <= 0 for w in widths):
             raise ValueError(f"widths must be 5 positive channel counts, got {widths!r}")
@@ -58,14 +61,14 @@ class SalienceNet(nn.Module):
         self.in_channels = in_channels
         self.widths = tuple(int(w) for w in widths)
         self.input_bn = input_bn
-        self.bn_input = nn.BatchNorm2d(in_channels, eps=1e-3, momentum=0.01) if input_bn else nn.Identity()
+        self.bn_input = nn.BatchNorm2d(in_channels, eps=1e-3, momentum=bn_momentum) if input_bn else nn.Identity()
         chans = (in_channels, *self.widths, 1)
         for i, (name, k) in enumerate(zip(_CONVS, _KERNELS)):
             # 'same' padding; the even 70-tall kernel is padded explicitly in forward (34 above, 35 below)
             pad = (0, 1) if name == "distribute" else "same"
             setattr(self, name, nn.Conv2d(chans[i], chans[i + 1], k, padding=pad))
             if name != "squishy":
-                setattr(self, f"bn_{name}", nn.BatchNorm2d(chans[i + 1], eps=1e-3, momentum=0.01))
+                setattr(self, f"bn_{name}", nn.BatchNorm2d(chans[i + 1], eps=1e-3, momentum=bn_momentum))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] != 360:

@@ -60,7 +60,10 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
     tc, oc, mc = cfg.train, cfg.optim, cfg.model
     seed_everything(tc.seed)
     dev = torch.device(device)
-    model = SalienceNet(in_channels=len(mc.channels), widths=mc.widths, input_bn=mc.input_bn).to(dev)
+    model = SalienceNet(in_channels=len(mc.channels), widths=mc.widths, input_bn=mc.input_bn,
+                        bn_momentum=mc.bn_momentum).to(dev)
+    if mc.output_bias:
+        torch.nn.init.constant_(model.squishy.bias, mc.output_bias)
     opt = torch.optim.Adam(model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=1e-8)  # Keras 2.0 Adam
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor,
                                                        patience=tc.lr_patience)
@@ -165,7 +168,8 @@ def load_essence_checkpoint(path) -> tuple[SalienceNet, DeepSalienceConfig, dict
     if ckpt.state.get("kind") != "deep_salience" or ckpt.config is None:
         raise ValueError(f"{p} is an essence checkpoint but not a Deep Salience model")
     cfg = DeepSalienceConfig.from_dict(ckpt.config)
-    model = SalienceNet(in_channels=len(cfg.model.channels), widths=cfg.model.widths, input_bn=cfg.model.input_bn)
+    model = SalienceNet(in_channels=len(cfg.model.channels), widths=cfg.model.widths, input_bn=cfg.model.input_bn,
+                        bn_momentum=cfg.model.bn_momentum)
     try:
         load_checkpoint(p, modules={"model": model}, restore_rng=False)
     except CheckpointError as err:

@@ -1,0 +1,162 @@
+"""Deep Salience speed, against the anchors measured in the same run (ANCHORS.md §8).
+
+1. HCQT seconds per second of audio: essence's batched torch HCQT vs the librosa reference (the original
+   ``compute_hcqt``), same 30 s clip, CPU; with the relative L2 error per channel at that speed.
+2. ``predict`` end to end (audio -> HCQT -> full-size CNN -> decoded F0): real-time factor on the CPU.
+3. The CNN's achieved GFLOP/s (2 x MACs / time) against a plain fp32 matmul peak measured in this run.
+4. basic-pitch 0.4.0 (ONNX) real-time factor on the same clip.
+
+    python benchmarks/deep_salience.py [--seconds 30] [--threads 2] [--device cpu|cuda] [--repeats 3]
+
+The clip is a rendered Bach chorale (music21 + tinysoundfont), or a synthetic chord sequence if those are
+missing. Timings on a shared machine vary 2-4x between runs: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _clip(seconds: float) -> tuple[np.ndarray, str]:
+    try:
+        from essence.data.chorales import chorale_paths, render_chorale
+
+        parts, names = [], []
+        for p in chorale_paths()[:20]:
+            try:
+                r = render_chorale(p)
+            except ValueError:
+                continue
+            parts.append(r.audio)
+            names.append(r.name)
+            if sum(map(len, parts)) >= seconds * 22050:
+                break
+        y = np.concatenate(parts)[: int(seconds * 22050)]
+        return y, "rendered chorales " + ", ".join(names)
+    except Exception as err:  # noqa: BLE001 - fall back to synthetic audio
+        t = np.arange(int(seconds * 22050)) / 22050
+        f0 = 220 * 2 ** (np.floor(t * 2) % 12 / 12)
+        y = sum(0.2 / k * np.sin(2 * np.pi * np.cumsum(f0 * k) / 22050) for k in range(1, 6))
+        return y.astype(np.float32), f"synthetic ({err})"
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.mm(a, b)
+    sync()
+
+    def run():
+        torch.mm(a, b)
+        sync()
+
+    return 2 * n**3 / _best(run, repeats) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--weights", default=None, help="multif0.h5 (default: ../shared/deep_salience/weights)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    dev = torch.device(args.device)
+
+    from essence.deep_salience.hcqt import HARMONICS, HCQT, hcqt_reference
+    from essence.deep_salience.model import SalienceNet, load_keras_h5
+    from essence.deep_salience.predict import Predictor
+
+    y, what = _clip(args.seconds)
+    dur = len(y) / 22050
+    print(f"clip: {dur:.1f} s ({what}); torch {torch.__version__}, {args.threads} threads, device {dev}")
+
+    # 1. HCQT ------------------------------------------------------------------------------------------------
+    hcqt = HCQT(device=dev)
+    hcqt(y[:22050])  # plan + warm-up
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    t_ref = _best(lambda: hcqt_reference(y, log=False), max(1, args.repeats - 1))
+
+    def fast():
+        hcqt(y, log=False)
+        sync()
+
+    t_fast = _best(fast, args.repeats)
+    ref = hcqt_reference(y, log=False)
+    out = hcqt(y, log=False).cpu().numpy()
+    errs = [float(np.linalg.norm(out[c] - ref[c]) / np.linalg.norm(ref[c])) for c in range(len(HARMONICS))]
+    print("\n## HCQT (6 x 360 bins, hop 256 @ 22.05 kHz)")
+    print(f"librosa reference : {t_ref / dur:.4f} s per s of audio ({t_ref:.2f} s)")
+    print(f"essence torch     : {t_fast / dur:.4f} s per s of audio ({t_fast:.2f} s)  -> {t_ref / t_fast:.1f}x faster "
+          f"(goal >= 5x)")
+    print("relative L2 error per channel: " + ", ".join(f"h={h:g}: {e:.1e}" for h, e in zip(HARMONICS, errs)))
+
+    # 2. + 3. predict and the CNN ----------------------------------------------------------------------------
+    wpath = Path(args.weights) if args.weights else \
+        Path(__file__).resolve().parents[1].parent / "shared" / "deep_salience" / "weights" / "multif0.h5"
+    model = load_keras_h5(wpath) if wpath.exists() else SalienceNet().eval()
+    predictor = Predictor(model, dev)
+    from essence.deep_salience.decode import decode
+
+    def predict():
+        s = predictor.salience(y)
+        decode(s, "multif0", 0.3)
+
+    predict()
+    t_pred = _best(predict, max(1, args.repeats - 1))
+    print(f"\n## predict end to end (full-size network, {'released weights' if wpath.exists() else 'random init'})")
+    print(f"{t_pred:.2f} s for {dur:.1f} s of audio: real-time factor {t_pred / dur:.3f} "
+          f"({dur / t_pred:.1f}x faster than real time)")
+
+    X = hcqt(y)[None]
+    frames = X.shape[-1]
+    macs = model.macs_per_frame() * frames
+
+    def cnn(m=model, x=X):
+        with torch.no_grad():
+            m(x)
+        sync()
+
+    for label, mdl, x in (("fp32", model.to(dev), X),
+                          ("fp32 channels_last", model.to(memory_format=torch.channels_last),
+                           X.contiguous(memory_format=torch.channels_last))):
+        cnn(mdl, x[..., :64])
+        t_cnn = _best(lambda mdl=mdl, x=x: cnn(mdl, x), max(1, args.repeats - 1))
+        gflops = 2 * macs / t_cnn / 1e9
+        peak = _matmul_peak(dev)
+        print(f"CNN {label:18s}: {t_cnn:.2f} s for {frames} frames, {gflops:.1f} GFLOP/s; matmul peak "
+              f"{peak:.1f} GFLOP/s -> {100 * gflops / peak:.0f}% of peak (goal >= 50%)")
+    model.to(memory_format=torch.contiguous_format)
+
+    # 4. basic-pitch -----------------------------------------------------------------------------------------
+    from essence.deep_salience.evaluate import _basic_pitch, basic_pitch_available, basic_pitch_notes
+
+    if basic_pitch_available():
+        bp = _basic_pitch()
+        basic_pitch_notes(y[:22050 * 3], model=bp)  # warm-up (numba / onnxruntime)
+        t_bp = _best(lambda: basic_pitch_notes(y, model=bp), max(1, args.repeats - 1))
+        print(f"\n## basic-pitch 0.4.0 (ONNX, CPU)\n{t_bp:.2f} s: real-time factor {t_bp / dur:.3f}; essence "
+              f"predict / basic-pitch time = {t_pred / t_bp:.1f}")
+    else:
+        print("\nbasic-pitch not installed (scripts/install.d/deep_salience.sh); skipped")
+
+
+if __name__ == "__main__":
+    main()
