@@ -38,7 +38,7 @@ for _info in [
     MethodInfo("polyencoder", "polyencoder", "Poly-encoders", "Humeau et al., ICLR 2020",
                "Humeau, Shuster, Lachaux, Weston. Poly-encoders: Transformer Architectures and Pre-training "
                "Strategies for Fast and Accurate Multi-sentence Scoring. ICLR 2020 (arXiv 2019)",
-               "poly_encoders.md", "text", False),
+               "poly_encoders.md", "text", True),
     MethodInfo("idvae", "idvae", "Implicit-Discriminator VAE", "Munjal et al., 2019",
                "Munjal, Paul, Krishnan. Implicit Discriminator in Variational Autoencoder. 2019",
                "idvae.md", "vision", False),
