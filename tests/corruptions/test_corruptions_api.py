@@ -168,3 +168,53 @@ def test_fog_plasma_range_and_mean_level():
     assert m.shape == (8, 64, 64)
     assert torch.allclose(m.amin((1, 2)), torch.zeros(8, dtype=m.dtype))
     assert torch.allclose(m.amax((1, 2)), torch.ones(8, dtype=m.dtype))
+
+
+def test_shot_noise_table_path_is_poisson():
+    """uint8-valued input takes the CDF-inversion sampler: compare its pmf with scipy's Poisson pmf."""
+    from scipy.stats import poisson
+
+    level = 77 / 255
+    y = corrupt(torch.full((8, 3, 64, 64), level), "shot_noise", 2, seed=3, param_set="imagenet")
+    c = PARAMS["imagenet"]["shot_noise"][1]  # 25
+    counts = torch.round(y * c).long().flatten()
+    lam = level * c
+    freq = torch.bincount(counts, minlength=20)[:20].double() / counts.numel()
+    expected = torch.from_numpy(poisson.pmf(np.arange(20), lam))
+    assert (freq - expected).abs().max() < 0.01
+    assert abs(float(counts.double().mean()) - lam) < 0.03 * lam
+
+
+def test_fft_paths_match_direct_computation():
+    from essence.corruptions import ops
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.rand((2, 3, 40, 48), generator=rng)
+    k = ops.disk_kernel(6, 0.5)                      # 17x17 -> FFT path
+    fft = ops.filter2d_reflect101(x, k)
+    pad = 8
+    ih = ops.fold_index(torch.arange(-pad, 40 + pad), 40, "mirror")
+    iw = ops.fold_index(torch.arange(-pad, 48 + pad), 48, "mirror")
+    direct = torch.nn.functional.conv2d(x[:, :, ih][:, :, :, iw].reshape(6, 1, 56, 64),
+                                        torch.from_numpy(k)[None, None]).reshape(2, 3, 40, 48)
+    assert torch.allclose(fft, direct, atol=1e-5)
+    # motion blur: the FFT path (RGB 40x48) equals the gather path (applied channel by channel)
+    angles = [17.0, -40.0]
+    a = ops.motion_blur(x, 10, 3, angles)                                         # 3x40x48: FFT
+    b = torch.cat([ops.motion_blur(x[:, i:i + 1].contiguous(), 10, 3, angles) for i in range(3)], 1)  # gathers
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_hsv_matches_skimage():
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    from essence.corruptions import ops
+
+    rgb = np.random.default_rng(0).random((16, 16, 3))
+    rgb[0, :4] = [0.5, 0.5, 0.5]                     # grey: delta = 0
+    rgb[1, :4] = [0.0, 0.0, 0.0]
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    hsv = ops.rgb_to_hsv(t)
+    np.testing.assert_allclose(hsv[0].permute(1, 2, 0).numpy(), rgb2hsv(rgb), atol=1e-12)
+    back = ops.hsv_to_rgb(hsv)
+    np.testing.assert_allclose(back[0].permute(1, 2, 0).numpy(), hsv2rgb(rgb2hsv(rgb)), atol=1e-12)

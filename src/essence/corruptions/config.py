@@ -11,10 +11,10 @@ __all__ = ["DataConfig", "TrainConfig", "PerturbConfig", "CorruptionsConfig", "P
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Config):
-    train_size: int = 12000         # Fashion-MNIST training images used (of 60,000)
-    test_size: int = 1000           # test images corrupted at every (corruption, severity) (of 10,000)
+    train_size: int = 10000         # Fashion-MNIST training images used (of 60,000)
+    test_size: int = 600            # test images corrupted at every (corruption, severity) (of 10,000)
     param_set: str = "auto"         # corruption parameters: auto (28x28 -> the CIFAR-10-C table) / imagenet / ...
-    batch_size: int = 500           # images corrupted / evaluated per batch
+    batch_size: int = 600           # images corrupted / evaluated per batch
     corruptions: str = "common"     # a subset name (common = the 15 of the benchmark) or comma-separated names
     seed: int = 0                   # seeds the corruptions (the benchmark is fixed once generated)
 
@@ -30,7 +30,7 @@ class DataConfig(Config):
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Config):
     archs: tuple[str, ...] = ("alexnet", "vgg", "resnet")   # first = the baseline ("AlexNet") for CE
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 3e-3                # AdamW, one-cycle schedule
     weight_decay: float = 5e-4

@@ -31,17 +31,17 @@ class _Normalize(nn.Module):
 
 
 class AlexNetSmall(nn.Module):
-    """conv5x5(16) - ReLU - maxpool - conv5x5(32) - ReLU - maxpool - fc(128) - ReLU - dropout - fc."""
+    """conv5x5(8) - ReLU - maxpool - conv5x5(16) - ReLU - maxpool - fc(64) - ReLU - dropout - fc."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
             _Normalize(FMNIST_MEAN, FMNIST_STD),
-            nn.Conv2d(in_channels, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 8, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(7))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 49, 128), nn.ReLU(inplace=True),
-                                        nn.Dropout(0.5), nn.Linear(128, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 49, 64), nn.ReLU(inplace=True),
+                                        nn.Dropout(0.5), nn.Linear(64, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:   # (N, C, H, W) in [0, 1] -> (N, classes)
         return self.classifier(self.features(x))
