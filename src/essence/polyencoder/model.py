@@ -151,6 +151,9 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, hf_model: nn.Module, output_scaling: float = 1.0):
         super().__init__()
+        if getattr(hf_model, "pooler", None) is not None:
+            # BERT's pooler (tanh on [CLS]) is not part of T(x): drop it so that no parameter goes unused (DDP)
+            hf_model.pooler = None
         self.transformer = hf_model
         self.output_scaling = output_scaling
         cfg = hf_model.config

