@@ -170,8 +170,8 @@ def test_fog_plasma_range_and_mean_level():
     assert torch.allclose(m.amax((1, 2)), torch.ones(8, dtype=m.dtype))
 
 
-def test_shot_noise_table_path_is_poisson():
-    """uint8-valued input takes the CDF-inversion sampler: compare its pmf with scipy's Poisson pmf."""
+def test_shot_noise_pmf():
+    """The counts of shot noise follow scipy's Poisson pmf."""
     from scipy.stats import poisson
 
     level = 77 / 255

@@ -107,38 +107,8 @@ def gaussian_noise(x, severity, *, generator=None, param_set="imagenet"):
 def shot_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``np.clip(np.random.poisson(x * c) / c, 0, 1)``"""
     c = get_params("shot_noise", severity, param_set)
-    levels = torch.round(x * 255)
-    if torch.equal(levels / 255, x):   # uint8 input: 256 possible rates, sample by inverting their CDFs
-        return (_poisson_levels(levels, c, generator) / c).to(x.dtype).clamp_(0, 1)
     rates = (x.detach().to("cpu", torch.float64) * c)
     return (torch.poisson(rates, generator=generator) / c).to(x.device, x.dtype).clamp(0, 1)
-
-
-@lru_cache(maxsize=16)
-def _poisson_table(c: float) -> torch.Tensor:
-    """CDFs of Poisson(k / 255 * c) for k = 0..255: (256, kmax) float64, P(X <= j)."""
-    from scipy.stats import poisson
-
-    kmax = 1 << int(np.ceil(np.log2(c + 12 * np.sqrt(c) + 20)))
-    lam = np.arange(256)[:, None] / 255 * c
-    return torch.from_numpy(poisson.cdf(np.arange(kmax)[None, :], lam))
-
-
-def _poisson_levels(levels: torch.Tensor, c: float, gen) -> torch.Tensor:
-    """Exact Poisson(levels / 255 * c) draws by inversion: X = min{j : u <= CDF(j)}, u ~ U(0, 1), found by
-    a vectorised binary search in the row of the pixel's level."""
-    table = _poisson_table(float(c)).to(levels.device)
-    kmax = table.shape[1]
-    flat = table.reshape(-1)
-    row = levels.reshape(-1).long() * kmax
-    u = torch.rand(row.shape, generator=gen, dtype=torch.float64).to(levels.device)
-    lo = torch.zeros_like(row)
-    step = kmax // 2
-    while step >= 1:                       # invariant: CDF(lo - 1) < u, answer in [lo, lo + 2 step)
-        mid = lo + step - 1
-        lo = torch.where(flat[row + mid] < u, lo + step, lo)
-        step //= 2
-    return lo.reshape(levels.shape).to(torch.float32)
 
 
 @_register("impulse_noise", "noise")
