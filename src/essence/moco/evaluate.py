@@ -61,8 +61,8 @@ def calibrate_bn(model: MoCo, images: torch.Tensor, cfg: MoCoConfig, device: tor
 
 
 def raw_pixel_features(images: torch.Tensor, cfg: MoCoConfig) -> torch.Tensor:
-    """The raw-pixel baseline: normalised pixels, flattened (N, H*W)."""
-    return normalize_for_eval(images, cfg.aug).flatten(1)
+    """The raw-pixel baseline: normalised pixels at the images' own resolution (not resized), flattened."""
+    return normalize_for_eval(images, cfg.aug.replace(size=images.shape[-1])).flatten(1)
 
 
 def evaluate_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
