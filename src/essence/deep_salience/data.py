@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from essence.deep_salience.hcqt import freq_grid
 
-__all__ = ["annotation_target", "grid_to_bins", "Track", "PatchSampler", "frame_labels"]
+__all__ = ["annotation_target", "grid_to_bins", "Track", "PatchSampler", "Item", "build_split"]
 
 
 def grid_to_bins(grid: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -59,17 +59,6 @@ def annotation_target(times: np.ndarray, freqs: np.ndarray, n_frames: int, *, fr
         target = gaussian_filter1d(target, 1.0, axis=0, mode="constant")
         target = np.minimum(target / target[f_idx, t_idx].min(), 1.0)
     return target.astype(np.float32)
-
-
-def frame_labels(target_times: np.ndarray, notes: list[tuple[float, float, float]]) -> list[np.ndarray]:
-    """Multi-f0 labels on a frame grid from notes (start s, end s, f0 Hz): a frame is labelled with a note when
-    start <= t < end."""
-    out: list[list[float]] = [[] for _ in target_times]
-    t = np.asarray(target_times)
-    for start, end, f0 in notes:
-        for i in np.nonzero((t >= start) & (t < end))[0]:
-            out[i].append(f0)
-    return [np.array(sorted(f)) for f in out]
 
 
 @dataclass

@@ -256,6 +256,7 @@ class HCQT:
         n_h = len(self.harmonics)
         out = torch.empty(n_h, N_BINS, n_frames, device=self.device)
         padded: dict[tuple[tuple[int, int], int], torch.Tensor] = {}
+        jobs = []
         for n_fft, idxs, los, width, basis in self._groups:
             for g, i in enumerate(idxs):
                 e = entries[i]
@@ -266,11 +267,30 @@ class HCQT:
                     buf = np.zeros(need, np.float32)
                     buf[n_fft // 2: n_fft // 2 + len(sig)] = sig
                     padded[key] = torch.from_numpy(buf).to(self.device)
-                frames = padded[key].unfold(0, n_fft, e.hop)[:n_frames]         # (T, n_fft), a view
-                lo = los[g]
-                band = torch.fft.rfft(frames, dim=-1)[:, lo:lo + width]         # (T, W)
-                top = N_BINS - BINS_PER_OCTAVE * e.octave
-                out[e.harmonic, top - BINS_PER_OCTAVE: top] = torch.matmul(basis[g], band.T).abs()
+                jobs.append((padded[key], e, n_fft, los[g], width, basis[g]))
+
+        def run(job) -> None:
+            sig, e, n_fft, lo, width, basis_g = job
+            frames = sig.unfold(0, n_fft, e.hop)[:n_frames]                     # (T, n_fft), a view
+            band = torch.fft.rfft(frames, dim=-1)[:, lo:lo + width]             # (T, W)
+            top = N_BINS - BINS_PER_OCTAVE * e.octave
+            out[e.harmonic, top - BINS_PER_OCTAVE: top] = torch.matmul(basis_g, band.T).abs()
+
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            # coarse-grained parallelism over the 36 (harmonic, octave) jobs, one intra-op thread each: many
+            # small ops with intra-op threads stall badly when the cores are shared with other processes
+            from concurrent.futures import ThreadPoolExecutor
+
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(n) as pool:
+                    list(pool.map(run, jobs))
+            finally:
+                torch.set_num_threads(n)
+        else:
+            for job in jobs:
+                run(job)
         out *= torch.from_numpy(self.plan.scale).to(self.device)[:, :, None]
         return log_scale_torch(out, ref) if log else out
 

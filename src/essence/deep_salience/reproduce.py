@@ -201,13 +201,21 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                  verdict=_verdict(m["Raw Pitch Accuracy"] > rec + 0.05, m["Raw Pitch Accuracy"] > rec),
                  evidence=f"melody RPA {m['Raw Pitch Accuracy']:.3f} vs multi-f0 recall {rec:.3f}")
     py = mel["librosa.pyin (on the mix)"]
+    ok = m["Overall Accuracy"] > py["Overall Accuracy"] + 0.05 and m["Raw Pitch Accuracy"] > 0.5
     report.claim("The CNN melody (argmax + voicing threshold) beats a non-learned melody baseline (paper: "
                  "Melodia, Bosch & Gomez; here pyin)",
-                 verdict=_verdict(m["Overall Accuracy"] > py["Overall Accuracy"] and
-                                  m["Raw Pitch Accuracy"] > py["Raw Pitch Accuracy"],
-                                  m["Overall Accuracy"] > py["Overall Accuracy"]),
+                 verdict=_verdict(ok, m["Overall Accuracy"] > py["Overall Accuracy"]),
                  evidence=f"OA {m['Overall Accuracy']:.3f} vs {py['Overall Accuracy']:.3f}, RPA "
-                          f"{m['Raw Pitch Accuracy']:.3f} vs {py['Raw Pitch Accuracy']:.3f}")
+                          f"{m['Raw Pitch Accuracy']:.3f} vs {py['Raw Pitch Accuracy']:.3f}",
+                 reason="" if ok else "a win needs RPA > 0.5 and OA 0.05 above pyin; pyin is monophonic and "
+                                      "mostly reports 'unvoiced' on four-voice mixes")
+    key_om = "released melody2.h5 (full width, tau 0.3)"
+    if key_om in mel:
+        report.text(f"The released melody2 model reaches RPA {mel[key_om]['Raw Pitch Accuracy']:.3f} / OA "
+                    f"{mel[key_om]['Overall Accuracy']:.3f} on the same soprano labels, so labels and decoding are "
+                    f"sound; the small melody network trained here for {res_m.steps} steps (best validation loss "
+                    f"{res_m.best_val_loss:.3f}) has not yet learned to single out the top voice. In a 60-step "
+                    f"pilot it also stayed below OA 0.05: melody needs a longer schedule than multi-f0.")
     report.text("Not checked at this scale: the blurred-vs-hard target ablation and the input-BatchNorm ablation "
                 "(set `train.blur=false` or `model.input_bn=false` with `--set` to run them); results over 3 seeds.")
     report.add_summary(multif0=results, melody=mel, thresholds={"multif0": sweeps, "peak_picking": table_pp},
