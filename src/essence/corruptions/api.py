@@ -67,8 +67,8 @@ def corrupt_tensor(x: torch.Tensor, name: str, severity: int, *, generator: torc
 
 
 def _to_uint8(y: torch.Tensor) -> torch.Tensor:
-    # the originals end with np.uint8(np.clip(y, 0, 1) * 255): truncation
-    return torch.floor(y.clamp(0, 1) * 255 + 1e-4).clamp(0, 255).to(torch.uint8)
+    # the originals end with np.uint8(np.clip(y, 0, 1) * 255): truncation (in place: y is our own tensor)
+    return y.clamp_(0, 1).mul_(255).add_(1e-4).floor_().clamp_(max=255).to(torch.uint8)
 
 
 def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_set: str) -> torch.Tensor:
@@ -78,9 +78,11 @@ def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_
     if is_uint8 and corruption.uint8_fn is not None and x.device.type == "cpu":
         pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
         return corruption.uint8_fn(x, severity, pset)       # Pillow works on uint8 directly
-    xf = x.to(torch.float32) / 255 if is_uint8 else x.to(torch.float32)
+    xf = x.to(torch.float32).div_(255) if is_uint8 else x.to(torch.float32)
     y = corrupt_tensor(xf, name, severity, generator=gen, param_set=param_set)
-    return _to_uint8(y) if is_uint8 else y.to(x.dtype)
+    if is_uint8:
+        return _to_uint8(y if y.data_ptr() != xf.data_ptr() else y.clone())
+    return y.to(x.dtype)
 
 
 def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
