@@ -143,3 +143,13 @@ def test_original_weights_find_the_notes_of_a_chord(tmp_path):
     hits = np.mean([all(len(fr) and np.min(np.abs(1200 * np.log2(fr / f))) < 50 for f in freqs) for fr in found])
     assert hits > 0.9
     assert np.mean([len(fr) for fr in found]) < 2.5     # and few spurious peaks
+
+
+def test_streaming_file_reader_equals_in_memory_resampling(tmp_path):
+    y = np.stack([_tone(3.0, 44100), 0.5 * _tone(3.0, 44100, f0=330.0)], axis=1)
+    sf.write(tmp_path / "st.wav", y, 44100, subtype="FLOAT")
+    streamed = load_audio(tmp_path / "st.wav")
+    direct = prepare_audio(y, 44100)
+    assert abs(len(streamed) - len(direct)) <= 2
+    n = min(len(streamed), len(direct)) - 200
+    assert np.abs(streamed[200:n] - direct[200:n]).max() < 1e-3

@@ -79,7 +79,9 @@ def load_audio(path: str | Path) -> np.ndarray:
     import soundfile as sf
 
     try:
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return _read_streaming(path, sf)
+    except ValueError:
+        raise
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
         try:
             import librosa
@@ -90,6 +92,27 @@ def load_audio(path: str | Path) -> np.ndarray:
         except Exception:
             raise ValueError(f"cannot read audio file {path}: {err}") from None
     return prepare_audio(y, int(sr), name=str(path))
+
+
+def _read_streaming(path: Path, sf, block: int = 1 << 18) -> np.ndarray:
+    """Decode in blocks, down-mix and resample (soxr stream) to 22,050 Hz mono: memory ~ the mono output."""
+    import soxr
+
+    with sf.SoundFile(str(path)) as f:
+        sr = int(f.samplerate)
+        stream = soxr.ResampleStream(sr, SR, 1, dtype="float32", quality="HQ") if sr != SR else None
+        parts = []
+        while True:
+            data = f.read(block, dtype="float32", always_2d=True)
+            last = len(data) < block
+            mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
+            if not np.all(np.isfinite(mono)):
+                raise ValueError(f"{path}: the audio contains NaN or inf samples")
+            parts.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
+            if last:
+                break
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return prepare_audio(y, SR, name=str(path))
 
 
 class Predictor:
