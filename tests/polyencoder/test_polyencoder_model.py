@@ -249,3 +249,18 @@ def test_bad_model_arguments(enc_dir, tmp_path):
     with pytest.raises(ValueError, match="divide"):
         PolyEncoder(model.ctxt_encoder, m=2, poly_attention="multihead", poly_attention_heads=5)
     assert isinstance(model.ctxt_encoder, TransformerEncoder)
+
+
+@pytest.mark.parametrize("arch", ["bi", "poly", "cross"])
+def test_every_parameter_gets_a_gradient(enc_dir, arch):
+    """No unused parameters (DDP would fail): the BERT pooler, not part of T(x), is dropped."""
+    model, b = _build(enc_dir, architecture=arch, poly_m=2)
+    model.train()
+    if arch == "cross":
+        loss = model(*b.pairs(CONTEXTS, CANDS[:3])).sum()
+    else:
+        rep, mask = model.encode_context(*b.contexts(CONTEXTS))
+        loss = model.score(rep, mask, model.encode_candidates(*b.candidates(CANDS))).sum()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing and not any("pooler" in n for n, _ in model.named_parameters())

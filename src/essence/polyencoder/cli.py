@@ -143,7 +143,9 @@ def _evaluate(args) -> int:
 
     model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
     _, _, test = load_pairs(cfg.data)
-    pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed)
+    pool = max(cfg.data.candidate_pool, 3 * args.candidates) if cfg.data.candidate_pool else 0
+    pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed,
+                                 pool_size=pool)
     batcher = TextBatcher(tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
     res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=(1, 5))
     print_table(["metric", "value"], [(k, f"{v * 100:.2f}%") for k, v in res.items()],
