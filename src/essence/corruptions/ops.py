@@ -158,6 +158,19 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles) -> torch.T
     return torch.einsum("nckp,k->ncp", taps, k).reshape(n, c, h, w)
 
 
+def _smooth_size(n: int) -> int:
+    """The smallest m >= n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
 def fft_correlate(xp: torch.Tensor, kernels: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """Valid correlation of padded images xp (N, C, Hp, Wp) with kernels (N or 1, kh, kw), via FFT.
 
@@ -168,11 +181,11 @@ def fft_correlate(xp: torch.Tensor, kernels: torch.Tensor, out_hw: tuple[int, in
     """
     n, c, hp, wp = xp.shape
     kh, kw = kernels.shape[-2:]
-    fh, fw = hp, wp
+    fh, fw = _smooth_size(hp), _smooth_size(wp)     # zero padding beyond hp / wp leaves the valid part intact
     # correlation = convolution with the flipped kernel; circular wrap only touches the discarded border
     kf = torch.zeros((kernels.shape[0], fh, fw), dtype=xp.dtype, device=xp.device)
     kf[:, :kh, :kw] = torch.flip(kernels.to(xp.dtype), (-2, -1))
-    spec = torch.fft.rfft2(xp) * torch.fft.rfft2(kf)[:, None]
+    spec = torch.fft.rfft2(xp, s=(fh, fw)) * torch.fft.rfft2(kf)[:, None]
     full = torch.fft.irfft2(spec, s=(fh, fw))
     h, w = out_hw
     return full[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w]
@@ -263,23 +276,24 @@ def pil_resize_box(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------
 def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu", uniforms: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """(n, mapsize, mapsize) float64 heightmaps in [0, 1], the diamond-square algorithm of ImageNet-C's fog.
+    """(n, mapsize, mapsize) heightmaps in [0, 1], the diamond-square algorithm of ImageNet-C's fog.
 
     Each "wibbled mean" adds ``wibble * U(-wibble, wibble)``. ``uniforms`` (values in [-1, 1), consumed in
     the order the algorithm draws them) makes the map reproducible from given draws (used by the tests).
     """
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    m = torch.zeros((n, mapsize, mapsize), dtype=torch.float64, device=device)
+    # float32 (the original uses float64; the normalised map differs by ~1e-7, far below 1/255)
+    m = torch.zeros((n, mapsize, mapsize), dtype=torch.float32, device=device)
     stepsize = mapsize
     wibble = 100.0
     draws = iter(uniforms) if uniforms is not None else None
 
     def wibbledmean(a: torch.Tensor) -> torch.Tensor:
         if draws is not None:
-            u = next(draws).to(device=device, dtype=torch.float64).reshape(a.shape)
+            u = next(draws).to(device=device, dtype=torch.float32).reshape(a.shape)
         else:
-            u = torch.rand(a.shape, generator=generator, dtype=torch.float64).to(device) * 2 - 1
+            u = torch.rand(a.shape, generator=generator, dtype=torch.float32).to(device) * 2 - 1
         return a / 4 + wibble * (wibble * u)
 
     while stepsize >= 2:
