@@ -394,9 +394,12 @@ def filter2d_reflect101(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     kh, kw = kernel.shape
     ph, pw = kh // 2, kw // 2
     n, c, h, w = x.shape
-    ih = fold_index(torch.arange(-ph, h + ph, device=x.device), h, "mirror")
-    iw = fold_index(torch.arange(-pw, w + pw, device=x.device), w, "mirror")
-    xp = x[:, :, ih][:, :, :, iw]
+    if ph < h and pw < w:
+        xp = F.pad(x, (pw, pw, ph, ph), mode="reflect")     # torch 'reflect' = REFLECT_101
+    else:
+        ih = fold_index(torch.arange(-ph, h + ph, device=x.device), h, "mirror")
+        iw = fold_index(torch.arange(-pw, w + pw, device=x.device), w, "mirror")
+        xp = x[:, :, ih][:, :, :, iw]
     k = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
     if kh * kw > 49:
         return fft_correlate(xp, k[None], (h, w))
