@@ -67,8 +67,22 @@ def corrupt_tensor(x: torch.Tensor, name: str, severity: int, *, generator: torc
 
 
 def _to_uint8(y: torch.Tensor) -> torch.Tensor:
-    # the originals end with np.uint8(np.clip(y, 0, 1) * 255): truncation (in place: y is our own tensor)
-    return y.clamp_(0, 1).mul_(255).add_(1e-4).floor_().clamp_(max=255).to(torch.uint8)
+    # the originals end with np.uint8(np.clip(y, 0, 1) * 255): truncation (in place: y is our own tensor);
+    # clip(y * 255 + 1e-4, 0, 255) then the cast's truncation is floor(clip(y, 0, 1) * 255 + 1e-4)
+    return y.mul_(255).add_(1e-4).clamp_(0, 255).to(torch.uint8)
+
+
+def _run_uint8(x: torch.Tensor, corruption, severity: int, gen: torch.Generator, pset: str) -> torch.Tensor | None:
+    """The corruption's uint8 CPU path, over the same chunks as :func:`corrupt_tensor` for random ones (so
+    they consume the generator exactly as the float path does); None where it does not apply."""
+    chunk = max(1, CPU_CHUNK_ELEMENTS // x[0].numel()) if corruption.random else len(x)
+    outs = []
+    for i in range(0, len(x), chunk):
+        y = corruption.uint8_fn(x[i:i + chunk], severity, pset, gen)
+        if y is None:      # decided by the image size alone, so before any draw, on the first chunk
+            return None
+        outs.append(y)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_set: str) -> torch.Tensor:
@@ -76,8 +90,9 @@ def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_
     is_uint8 = x.dtype == torch.uint8
     corruption = CORRUPTIONS.get(name)
     if is_uint8 and corruption.uint8_fn is not None and x.device.type == "cpu":
-        pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
-        return corruption.uint8_fn(x, severity, pset)       # Pillow works on uint8 directly
+        y = _run_uint8(x, corruption, severity, gen, choose_param_set(x.shape[-2], x.shape[-1], param_set))
+        if y is not None:
+            return y
     xf = x.to(torch.float32).div_(255) if is_uint8 else x.to(torch.float32)
     y = corrupt_tensor(xf, name, severity, generator=gen, param_set=param_set)
     if is_uint8:

@@ -18,7 +18,6 @@ RGB round trip returns the same first channel).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from essence.core.registry import Registry
-from essence.corruptions import ops
+from essence.corruptions import fastpath, ops
 from essence.corruptions.params import ELASTIC_SCALE, FROST_RESIZE, REFERENCE_SIZE, get_params
 
 __all__ = ["Corruption", "CORRUPTIONS", "SUBSETS", "ORDER", "corruption_names", "frost_dir", "load_frost_textures"]
@@ -39,7 +38,9 @@ class Corruption:
     family: str          # noise / blur / weather / digital / extra
     fn: Callable
     random: bool         # draws randomness (False: a deterministic function of the image)
-    uint8_fn: Callable | None = None   # optional uint8 -> uint8 path (N, C, H, W) on the CPU (Pillow ops)
+    # optional uint8 -> uint8 path on the CPU: fn(u8 (N, C, H, W), severity, param_set, generator) -> uint8, or
+    # None when it does not apply (then the float path runs); random ones draw exactly as ``fn`` does
+    uint8_fn: Callable | None = None
 
 
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
@@ -72,10 +73,6 @@ def _randn(shape, gen, device, dtype=torch.float32):
     return torch.randn(shape, generator=gen, dtype=dtype).to(device)
 
 
-def _rand(shape, gen, device, dtype=torch.float32):
-    return torch.rand(shape, generator=gen, dtype=dtype).to(device)
-
-
 def _uniform(low, high, shape, gen, dtype=torch.float64):
     return low + (high - low) * torch.rand(shape, generator=gen, dtype=dtype)
 
@@ -103,23 +100,53 @@ def gaussian_noise(x, severity, *, generator=None, param_set="imagenet"):
     return _randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(x).clamp_(0, 1)
 
 
+def _shot_values(c: float, cap: int) -> torch.Tensor:
+    """clip(k / c, 0, 1) in float32 for the capped counts k = 0..cap."""
+    return (torch.arange(cap + 1, dtype=torch.float64) / c).to(torch.float32).clamp(0, 1)
+
+
 @_register("shot_noise", "noise")
 def shot_noise(x, severity, *, generator=None, param_set="imagenet"):
-    """``np.clip(np.random.poisson(x * c) / c, 0, 1)``"""
+    """``np.clip(np.random.poisson(x * c) / c, 0, 1)``.
+
+    Images with uint8 levels (x = q / 255, the usual case) are sampled by inverse CDF from a table of the
+    256 Poisson distributions (:func:`.fastpath.poisson_capped_counts`, numpy draws seeded from
+    ``generator``); other inputs use ``torch.poisson``. Both are exact Poisson samplers."""
     c = get_params("shot_noise", severity, param_set)
-    rates = (x.detach().to("cpu", torch.float64) * c)
-    return (torch.poisson(rates, generator=generator) / c).to(x.device, x.dtype).clamp(0, 1)
+    levels = fastpath.is_uint8_levels(x)
+    if levels is None:
+        rates = (x.detach().to("cpu", torch.float64) * c)
+        return (torch.poisson(rates, generator=generator) / c).to(x.device, x.dtype).clamp(0, 1)
+    counts, cap = fastpath.poisson_capped_counts(levels.cpu().numpy(), c, fastpath.numpy_rng(generator))
+    return _shot_values(c, cap)[torch.from_numpy(counts)].to(x.device, x.dtype)
+
+
+def shot_noise_uint8(u8, severity, param_set="imagenet", generator=None):
+    c = get_params("shot_noise", severity, param_set)
+    counts, cap = fastpath.poisson_capped_counts(u8.numpy(), c, fastpath.numpy_rng(generator))
+    lut = torch.floor(_shot_values(c, cap) * 255 + 1e-4).clamp(0, 255).to(torch.uint8)   # = api._to_uint8
+    return lut[torch.from_numpy(counts)]
+
+
+def _impulse(x, c, generator, salt_value):
+    salt, pepper = fastpath.impulse_positions(x.numel(), c, fastpath.numpy_rng(generator))
+    y = x.detach().clone(memory_format=torch.contiguous_format)
+    flat = y.view(-1)
+    flat[torch.from_numpy(salt).to(x.device)] = salt_value
+    flat[torch.from_numpy(pepper).to(x.device)] = 0
+    return y
 
 
 @_register("impulse_noise", "noise")
 def impulse_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``sk.util.random_noise(x, mode='s&p', amount=c)``: each value (per channel) is replaced with prob.
-    ``c``, by 1 (salt) or 0 (pepper) with equal odds."""
-    c = get_params("impulse_noise", severity, param_set)
-    # one uniform u per value: flipped iff u < c; given that, u is U(0, c), so u < c / 2 is a fair coin
-    u = _rand(x.shape, generator, x.device)
-    y = x.masked_fill(u < c / 2, 1.0)
-    return y.masked_fill_((u >= c / 2) & (u < c), 0.0)
+    ``c``, by 1 (salt) or 0 (pepper) with equal odds. The flipped values are drawn as the geometric gaps of
+    the Bernoulli process (:func:`.fastpath.impulse_positions`, numpy draws seeded from ``generator``)."""
+    return _impulse(x, get_params("impulse_noise", severity, param_set), generator, 1.0)
+
+
+def impulse_noise_uint8(u8, severity, param_set="imagenet", generator=None):
+    return _impulse(u8, get_params("impulse_noise", severity, param_set), generator, 255)
 
 
 @_register("speckle_noise", "extra")
@@ -136,14 +163,38 @@ def speckle_noise(x, severity, *, generator=None, param_set="imagenet"):
 def gaussian_blur(x, severity, *, generator=None, param_set="imagenet"):
     """``gaussian(x, sigma=c, multichannel=True)`` (skimage: mode 'nearest', truncate 4)."""
     c = get_params("gaussian_blur", severity, param_set)
+    if fastpath.cpu_float(x) and _blur_taps(c, x.shape) is not None:
+        return fastpath.sep_filter_planes(x, _blur_taps(c, x.shape)).clamp_(0, 1)
     return ops.gaussian_filter(x, c).clamp(0, 1)
+
+
+def _blur_taps(sigma, shape):
+    taps = fastpath.gaussian_taps(sigma)
+    return taps if len(taps) // 2 < min(shape[-2:]) else None
+
+
+def gaussian_blur_uint8(u8, severity, param_set="imagenet", generator=None):
+    taps = _blur_taps(get_params("gaussian_blur", severity, param_set), u8.shape)
+    return None if taps is None else fastpath.sep_filter_planes(u8, taps)
 
 
 @_register("defocus_blur", "blur", random=False)
 def defocus_blur(x, severity, *, generator=None, param_set="imagenet"):
     """``cv2.filter2D(x[..., d], -1, disk(radius=c[0], alias_blur=c[1]))`` for each channel."""
     radius, alias = get_params("defocus_blur", severity, param_set)
-    return ops.filter2d_reflect101(x, ops.disk_kernel(radius, alias)).clamp(0, 1)
+    kernel = ops.disk_kernel(radius, alias)
+    if fastpath.cpu_float(x) and _fits(kernel, x.shape):
+        return fastpath.filter2d_planes(x, kernel).clamp_(0, 1)         # OpenCV itself, plane by plane
+    return ops.filter2d_reflect101(x, kernel).clamp(0, 1)
+
+
+def _fits(kernel, shape):
+    return kernel.shape[0] // 2 < shape[-2] and kernel.shape[1] // 2 < shape[-1]
+
+
+def defocus_blur_uint8(u8, severity, param_set="imagenet", generator=None):
+    kernel = ops.disk_kernel(*get_params("defocus_blur", severity, param_set))
+    return fastpath.filter2d_planes(u8, kernel) if _fits(kernel, u8.shape) else None
 
 
 def glass_offsets(n: int, h: int, w: int, delta: int, iterations: int, generator=None) -> torch.Tensor:
@@ -393,82 +444,49 @@ def elastic_transform(x, severity, *, generator=None, param_set="imagenet"):
     return elastic_apply(x, consts, jitter, fields)
 
 
-def _per_image_u8(u8: torch.Tensor, fn) -> torch.Tensor:
-    """Apply a uint8 HxW(xC) numpy -> numpy function to every image of a uint8 batch (N, C, H, W) in a
-    thread pool (Pillow and OpenCV release the GIL)."""
-    arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-    imgs = [im[..., 0] if im.shape[-1] == 1 else im for im in arr]
-    out = np.stack(list(_pool().map(fn, imgs)) if len(imgs) > 1 else [fn(imgs[0])])
-    out = out[..., None] if out.ndim == 3 else out
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(u8.device)
+_pool = fastpath.pool
 
 
-def _per_image_pil(x: torch.Tensor, fn) -> torch.Tensor:
-    """:func:`_per_image_u8` for a float batch in [0, 1] (rounded to uint8 first)."""
-    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
-    return _per_image_u8(u8, fn).to(x.dtype) / 255
+def _pixelate_size(c: float, h: int, w: int) -> tuple[int, int]:
+    return max(int(h * c), 1), max(int(w * c), 1)
 
 
-@lru_cache(maxsize=1)
-def _pool():
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1)))
+def _via_uint8(x: torch.Tensor, fn) -> torch.Tensor:
+    """A uint8 -> uint8 CPU function applied to a float batch in [0, 1] (rounded to uint8 first), any device."""
+    u8 = torch.round(x.detach().clamp(0, 1) * 255).to(torch.uint8).cpu()
+    return fn(u8).to(x.device, x.dtype) / 255
 
 
-def _pixelate_fn(c: float, h: int, w: int):
-    from PIL import Image
-
-    size = (max(int(h * c), 1), max(int(w * c), 1))
-
-    def one(img):
-        small = Image.fromarray(img).resize((size[1], size[0]), Image.BOX)
-        # Pillow's BOX filter when enlarging has a single tap of weight 1 at int((x + 0.5) * scale), which is
-        # exactly its NEAREST filter (same pixels, cheaper); ops.pil_resize_box shows the BOX arithmetic
-        return np.asarray(small.resize((w, h), Image.NEAREST))
-
-    return one, size
-
-
-def pixelate_uint8(u8: torch.Tensor, severity: int, param_set: str = "imagenet") -> torch.Tensor:
+def pixelate_uint8(u8, severity, param_set="imagenet", generator=None):
     c = get_params("pixelate", severity, param_set)
-    return _per_image_u8(u8, _pixelate_fn(c, *u8.shape[-2:])[0])
+    return fastpath.pixelate_planes_u8(u8, _pixelate_size(c, *u8.shape[-2:]))
 
 
 @_register("pixelate", "digital", random=False)
 def pixelate(x, severity, *, generator=None, param_set="imagenet"):
-    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)`` with Pillow itself, one image per thread
-    (:func:`.ops.pil_resize_box` is the bit-exact torch version, used on GPU tensors)."""
+    """``x.resize((int(W c), int(H c)), BOX).resize((W, H), BOX)``: on the CPU Pillow's reduction and a gather
+    with Pillow's enlargement indices (:func:`.fastpath.pixelate_planes_u8`); :func:`.ops.pil_resize_box` is
+    the bit-exact torch version, used on GPU tensors."""
     c = get_params("pixelate", severity, param_set)
     h, w = x.shape[-2:]
-    one, size = _pixelate_fn(c, h, w)
+    size = _pixelate_size(c, h, w)
     if x.device.type != "cpu":
         u8 = torch.round(x * 255)
         return ops.pil_resize_box(ops.pil_resize_box(u8, size), (h, w)) / 255
-    return _per_image_pil(x, one)
+    return _via_uint8(x, lambda u8: fastpath.pixelate_planes_u8(u8, size))
 
 
-def _jpeg_fn(q: int):
-    from PIL import Image
-
-    def one(img):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, "JPEG", quality=q)
-        return np.asarray(Image.open(buf))
-
-    return one
-
-
-def jpeg_uint8(u8: torch.Tensor, severity: int, param_set: str = "imagenet") -> torch.Tensor:
-    return _per_image_u8(u8, _jpeg_fn(int(get_params("jpeg_compression", severity, param_set))))
+def jpeg_uint8(u8, severity, param_set="imagenet", generator=None):
+    return fastpath.jpeg_planes_u8(u8, int(get_params("jpeg_compression", severity, param_set)))
 
 
 @_register("jpeg_compression", "digital", random=False)
 def jpeg_compression(x, severity, *, generator=None, param_set="imagenet"):
-    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as mode 'L'), one image per
-    thread on the CPU."""
-    return _per_image_pil(x, _jpeg_fn(int(get_params("jpeg_compression", severity, param_set))))
+    """``PIL.Image.save(format='JPEG', quality=c)`` and decode (grey images as one-channel JPEGs), on the
+    CPU with libjpeg through OpenCV (the same baseline encoder settings; the tests check the pixels equal
+    Pillow's)."""
+    q = int(get_params("jpeg_compression", severity, param_set))
+    return _via_uint8(x, lambda u8: fastpath.jpeg_planes_u8(u8, q))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -536,7 +554,9 @@ def saturate(x, severity, *, generator=None, param_set="imagenet"):
     return ops.hsv_to_rgb(hsv).clamp(0, 1)
 
 
-for _name, _fn in (("pixelate", pixelate_uint8), ("jpeg_compression", jpeg_uint8)):
+for _name, _fn in (("pixelate", pixelate_uint8), ("jpeg_compression", jpeg_uint8), ("shot_noise", shot_noise_uint8),
+                   ("impulse_noise", impulse_noise_uint8), ("defocus_blur", defocus_blur_uint8),
+                   ("gaussian_blur", gaussian_blur_uint8)):
     _c = CORRUPTIONS.get(_name)
     CORRUPTIONS._items[_name] = Corruption(_c.name, _c.family, _c.fn, _c.random, _fn)  # noqa: SLF001
 
