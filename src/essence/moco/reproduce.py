@@ -14,6 +14,7 @@ fixed here, before any run: a difference counts when it is at least ``MARGIN`` p
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -171,7 +172,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
         worse = [m0["knn_top1"] + MARGIN <= r["knn_top1"] and m0["linear_top1"] + MARGIN <= r["linear_top1"]
                  for _, r in others]
         ev = "; ".join([f"m=0: {_fmt(m0)}, final loss {m0['final_loss']:.3f}"]
-                       + [f"m={m}: {_fmt(r)}, final loss {r['final_loss']:.3f}" for m, r in others])
+                       + [f"m={m}: {_fmt(r)}, final loss {r['final_loss']:.3f}" for m, r in others]
+                       + [f"chance-level loss ln(K+1) = {math.log(plan.k_main + 1):.3f}"])
         report.claim("m = 0 fails or is much worse than m = 0.99 / 0.999 (paper: m=0 fails to converge, 0.99: 57.8%, "
                      "0.999: 59.0%)", verdict=_verdict(worse), evidence=ev,
                      reason=f"steps x (1 - m) = {', '.join(f'{base.train.max_steps * (1 - m):.1f}' for m, _ in others)}"
