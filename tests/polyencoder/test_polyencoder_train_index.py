@@ -180,3 +180,25 @@ def test_ddp_gathered_negatives_equal_one_big_batch(enc):
         for r in results:
             torch.testing.assert_close(r[name], p.grad, rtol=1e-4, atol=1e-6,
                                        msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_cross_encoder_reranks_the_top_k(poly_run, enc, tmp_path):
+    cross_run = Run(tmp_path / "cross")
+    train(_cfg(enc, "cross", steps=1), cross_run, device="cpu", data=(_pairs(20), [], _pairs(5, 1)))
+    ranker = Ranker.from_run(poly_run, rerank_run=cross_run.dir)
+    cands = [p.response for p in _pairs(12, 4)]
+    ranker.build_index(cands)
+    first = [t for t, _ in ranker.rank("who is there", k=5)]
+    reranked = ranker.rank("who is there", k=3, rerank_k=5)
+    # the cross-encoder's own scores of the poly-encoder's top 5, best first
+    model, tok, cfg, _ = load_run(cross_run.dir)
+    from essence.polyencoder.data import TextBatcher
+
+    b = TextBatcher(tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
+    with torch.no_grad():
+        s = model(*b.pairs(["who is there"] * 5, first)).tolist()
+    expected = sorted(zip(first, s), key=lambda x: -x[1])[:3]
+    assert [t for t, _ in reranked] == [t for t, _ in expected]
+    assert [v for _, v in reranked] == pytest.approx([v for _, v in expected], rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="must be a cross-encoder"):
+        Ranker.from_run(poly_run, rerank_run=poly_run)
