@@ -65,20 +65,22 @@ def test_filters_fall_back_when_the_kernel_exceeds_the_image():
     assert (y.int() - ref.int()).abs().max() <= 1
 
 
-@pytest.mark.parametrize("c", [3, 1])
-def test_pixelate_pillow_path_is_bit_exact(c):
-    u8 = _images(3, c, 50, 61)
+@pytest.mark.parametrize("c,h,w", [(3, 50, 61), (1, 50, 61), (3, 224, 224), (1, 64, 64)])
+def test_pixelate_pillow_path_is_bit_exact(c, h, w):
+    u8 = _images(2, c, h, w)
     for s in range(1, 6):
         f = PARAMS["imagenet"]["pixelate"][s - 1]
-        size = (int(50 * f), int(61 * f))
+        size = (int(h * f), int(w * f))
         fast = Fc.pixelate_uint8(u8, s, "imagenet")
-        ref = ops.pil_resize_box(ops.pil_resize_box(u8.double(), size), (50, 61)).to(torch.uint8)  # GPU path
+        ref = ops.pil_resize_box(ops.pil_resize_box(u8.double(), size), (h, w)).to(torch.uint8)  # GPU path
         assert torch.equal(fast, ref)
-        for i in range(3):
+        for i in range(2):
             img = u8[i].permute(1, 2, 0).numpy()
             img = img[..., 0] if c == 1 else np.ascontiguousarray(img)
-            pil = Image.fromarray(img).resize(size[::-1], Image.BOX).resize((61, 50), Image.BOX)
-            np.testing.assert_array_equal(np.asarray(pil).reshape(50, 61, c), fast[i].permute(1, 2, 0).numpy())
+            pil = Image.fromarray(img).resize(size[::-1], Image.BOX).resize((w, h), Image.BOX)
+            np.testing.assert_array_equal(np.asarray(pil).reshape(h, w, c), fast[i].permute(1, 2, 0).numpy())
+    assert fastpath._cv2_nearest_matches((134, 134), (224, 224))            # OpenCV enlarges at 224 ...
+    assert not fastpath._cv2_nearest_matches((30, 36), (50, 61))            # ... the gather at 50 x 61
 
 
 @pytest.mark.parametrize("c", [3, 1])

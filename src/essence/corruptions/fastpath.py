@@ -134,6 +134,25 @@ def box_enlarge_index(in_size: int, out_size: int) -> np.ndarray | None:
     return coeffs.argmax(1).astype(np.intp)
 
 
+@lru_cache(maxsize=64)
+def _cv2_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+    """Whether ``cv2.resize(INTER_NEAREST_EXACT)`` picks the same source pixels as Pillow's BOX enlargement
+    for these sizes (checked on index ramps; OpenCV's 16.16 fixed point differs for some size pairs)."""
+    import cv2
+
+    for axis in (0, 1):
+        want = box_enlarge_index(in_hw[axis], out_hw[axis])
+        if want is None:
+            return False
+        ramp = np.arange(in_hw[axis], dtype=np.uint16)
+        ramp = np.repeat(ramp[:, None], 2, 1) if axis == 0 else np.repeat(ramp[None, :], 2, 0)
+        size = (2, out_hw[0]) if axis == 0 else (out_hw[1], 2)
+        got = cv2.resize(ramp, size, interpolation=cv2.INTER_NEAREST_EXACT)
+        if not np.array_equal(got[:, 0] if axis == 0 else got[0], want):
+            return False
+    return True
+
+
 def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image. The reduction is Pillow's
     (RGB planes interleaved by ``cv2.merge``, grey planes as mode-L images); the enlargement, a single tap per
@@ -146,18 +165,24 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = torch.empty_like(xc)
     src, dst = _planes(xc), _planes(out)
     rows, cols = box_enlarge_index(size[0], h), box_enlarge_index(size[1], w)
+    use_cv2 = _cv2_nearest_matches(size, (h, w))
 
     def one(i):
         img = src[i] if c == 1 else cv2.merge([src[3 * i], src[3 * i + 1], src[3 * i + 2]])
         small = Image.fromarray(img).resize((size[1], size[0]), Image.BOX)
+        planes = dst[c * i:c * i + c]
+        if use_cv2:
+            for p, d in zip([np.asarray(small)] if c == 1 else cv2.split(np.asarray(small)), planes):
+                cv2.resize(p, (w, h), dst=d, interpolation=cv2.INTER_NEAREST_EXACT)
+            return
         if rows is None or cols is None:
             big = np.asarray(small.resize((w, h), Image.BOX))
         else:
             big = np.asarray(small).take(rows, axis=0).take(cols, axis=1)
         if c == 1:
-            dst[i] = big
+            planes[0] = big
         else:
-            cv2.split(big, [dst[3 * i], dst[3 * i + 1], dst[3 * i + 2]])
+            cv2.split(big, list(planes))
 
     for_each(n, one)
     return out

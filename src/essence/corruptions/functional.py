@@ -168,6 +168,13 @@ def gaussian_blur(x, severity, *, generator=None, param_set="imagenet"):
     return ops.gaussian_filter(x, c).clamp(0, 1)
 
 
+def _gaussian(x, sigma):
+    """ops.gaussian_filter (skimage / scipy 'nearest'), with OpenCV's separable filter on CPU tensors."""
+    taps = _blur_taps(sigma, x.shape)
+    return fastpath.sep_filter_planes(x, taps) if fastpath.cpu_float(x) and taps is not None else \
+        ops.gaussian_filter(x, sigma)
+
+
 def _blur_taps(sigma, shape):
     taps = fastpath.gaussian_taps(sigma)
     return taps if len(taps) // 2 < min(shape[-2:]) else None
@@ -498,7 +505,7 @@ def spatter_apply(x: torch.Tensor, params, liquid_noise: torch.Tensor) -> torch.
 
     loc, scale, sigma, thresh, intensity, mode = params
     n, c, h, w = x.shape
-    liquid = ops.gaussian_filter((loc + scale * liquid_noise.to(x.device, torch.float64)), sigma)   # (N, H, W)
+    liquid = _gaussian((loc + scale * liquid_noise.to(x.device, torch.float64)), sigma)   # (N, H, W)
     liquid = torch.where(liquid < thresh, torch.zeros_like(liquid), liquid)
     if mode == 0:
         ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
@@ -524,7 +531,7 @@ def spatter_apply(x: torch.Tensor, params, liquid_noise: torch.Tensor) -> torch.
             return (x + _gray_weights(add)).clamp(0, 1)
         return (x + m * color).clamp(0, 1)
     m = (liquid > thresh).to(torch.float32)
-    m = ops.gaussian_filter(m, intensity)
+    m = _gaussian(m, intensity)
     m = torch.where(m < 0.8, torch.zeros_like(m), m)[:, None].to(x.device, x.dtype)
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], dtype=x.dtype, device=x.device)[None, :, None, None] * m
     if c == 1:
@@ -539,7 +546,7 @@ def spatter(x, severity, *, generator=None, param_set="imagenet"):
     computed with OpenCV on the CPU, one image at a time (a 2-D map per image)."""
     params = get_params("spatter", severity, param_set)
     n, _, h, w = x.shape
-    noise = torch.randn((n, h, w), generator=generator, dtype=torch.float64)
+    noise = torch.from_numpy(fastpath.numpy_rng(generator).standard_normal((n, h, w)))
     return spatter_apply(x, params, noise)
 
 
