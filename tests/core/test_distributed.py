@@ -103,3 +103,46 @@ def test_helpers_work_in_one_process():
     assert dist.reduce_dict({"a": 2}) == {"a": 2.0}
     info = dist.init_distributed("cpu")
     assert info.world_size == 1 and info.is_main and info.device.type == "cpu"
+
+
+class _Scorer(torch.nn.Module):
+    """Context encoder + codes used after a gathered candidate encoder, as in a poly-encoder under DDP."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.ctx = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(4)])
+        self.cand = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(3)])
+        self.codes = torch.nn.Parameter(torch.randn(4, 16))
+
+    def forward(self, ctx, cand):
+        c = self.ctx(ctx)
+        y = dist.all_gather_with_grad(self.cand(cand))            # (B_global, d), gradients flow back
+        att = torch.softmax(c @ self.codes.T, -1) @ self.codes + c
+        return att @ y.T                                         # (B_local, B_global)
+
+
+def _scorer_data():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+
+
+def _gather_ddp_worker(rank):
+    x, y = _scorer_data()
+    model = torch.nn.parallel.DistributedDataParallel(_Scorer(), bucket_cap_mb=0.0005)  # many buckets
+    part = slice(rank * 4, rank * 4 + 4)
+    for _ in range(3):
+        model.zero_grad()
+        logits = model(x[part], y[part])
+        torch.nn.functional.cross_entropy(logits, torch.arange(4) + rank * 4).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_gather_with_grad_inside_ddp_equals_one_process():
+    results = dist.launch_local(_gather_ddp_worker, world_size=2)
+    x, y = _scorer_data()
+    net = _Scorer()
+    torch.nn.functional.cross_entropy(net(x, y), torch.arange(8)).backward()
+    for grads in results:
+        for g, p in zip(grads, net.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)

@@ -74,3 +74,14 @@ def test_graceful_interrupt_sets_flag():
 
 def test_should_run():
     assert [s for s in range(10) if should_run(s, 4, total=10)] == [3, 7, 9]
+
+
+def test_nan_loss_exits_with_one_clear_line(capsys):
+    from essence.core.cli import run_cli
+
+    def run():
+        check_finite(torch.tensor(float("inf")), 7)
+
+    assert run_cli(run) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "loss is inf at step 7" in err and "Traceback" not in err

@@ -58,6 +58,7 @@ def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("
 
 def run_cli(fn: Callable[[], int | None]) -> int:
     """Call ``fn`` and map errors to exit codes: user error 2, missing dependency 1, Ctrl-C 130."""
+    from essence.core.loop import NonFiniteLossError
     from essence.core.progress import console
 
     try:
@@ -66,6 +67,9 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
+    except NonFiniteLossError as err:  # the run stopped; its last good checkpoint is kept
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        return 1
     except ImportError as err:
         console.print(f"[red]error:[/] {err}", highlight=False)
         return 1

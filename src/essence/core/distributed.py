@@ -123,20 +123,35 @@ def all_gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+_GRADIENT_GROUP: dict[int, object] = {}
+
+
+def _gradient_group():
+    """A second process group over all ranks, for collectives issued during backward (created on first use,
+    which every rank reaches at the same point of the forward pass)."""
+    key = id(dist.group.WORLD)
+    if key not in _GRADIENT_GROUP:
+        _GRADIENT_GROUP[key] = dist.new_group(ranks=list(range(get_world_size())))
+    return _GRADIENT_GROUP[key]
+
+
 class _AllGatherGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        group = _gradient_group()
         parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
+        dist.all_gather(parts, tensor.contiguous(), group=group)
         ctx.batch = tensor.shape[0]
         return torch.cat(parts, dim=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         # Every process holds a loss over the whole gathered batch; the gradient w.r.t. the local slice is
-        # the sum of all processes' gradients for that slice.
+        # the sum of all processes' gradients for that slice. The all-reduce runs on its own process group:
+        # under DDP it is issued from inside backward, while DDP's bucket all-reduces are in flight on the
+        # default group, and the two must never be paired with each other.
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=_gradient_group())
         start = get_rank() * ctx.batch
         return grad[start : start + ctx.batch]
 
