@@ -93,6 +93,16 @@ def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_
         y = _run_uint8(x, corruption, severity, gen, choose_param_set(x.shape[-2], x.shape[-1], param_set))
         if y is not None:
             return y
+    if is_uint8 and x.device.type == "cpu":
+        # the chunks of corrupt_tensor (same draws), each converted to float and back to uint8 while in cache
+        pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
+        chunk = max(1, CPU_CHUNK_ELEMENTS // x[0].numel())
+        out = torch.empty_like(x)
+        for i in range(0, len(x), chunk):
+            xf = x[i:i + chunk].to(torch.float32).div_(255)
+            y = corruption.fn(xf, severity, generator=gen, param_set=pset)
+            out[i:i + chunk] = _to_uint8(y if y.data_ptr() != xf.data_ptr() else y.clone())
+        return out
     xf = x.to(torch.float32).div_(255) if is_uint8 else x.to(torch.float32)
     y = corrupt_tensor(xf, name, severity, generator=gen, param_set=param_set)
     if is_uint8:
