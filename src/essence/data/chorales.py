@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from essence.data.cache import cache_dir, cache_key, missing_source_error
+from essence.data.cache import cache_dir, cache_key, missing_source_error, package_path
 
 __all__ = ["Chorale", "Rendered", "chorale_paths", "chorale_split", "load_chorale", "render_chorale",
            "soundfont_path", "BACH10", "VOICES", "midi_to_hz", "chorale_to_midi"]
@@ -148,18 +148,8 @@ def chorale_to_midi(chorale: Chorale, programs, bpm: float, transpose: int = 0, 
 
 def soundfont_path(path: str | Path | None = None) -> Path:
     """The GM soundfont: ``path``, else the TimGM6mb.sf2 inside pretty_midi."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"soundfont not found: {p}")
-        return p
-    spec = importlib.util.find_spec("pretty_midi")
-    if spec is None or spec.origin is None:
-        raise missing_source_error("the TimGM6mb soundfont (inside pretty_midi)", "pip install pretty_midi")
-    p = Path(spec.origin).parent / "TimGM6mb.sf2"
-    if not p.is_file():
-        raise missing_source_error("TimGM6mb.sf2", "pip install pretty_midi", path=p)
-    return p
+    return package_path("pretty_midi", "TimGM6mb.sf2", what="the TimGM6mb soundfont (inside pretty_midi)",
+                        install="pip install pretty_midi", path=path)
 
 
 def _synthesize(pm, sr: int, soundfont: Path, tail: float = 0.5) -> np.ndarray:

