@@ -76,13 +76,15 @@ def _run_uint8(x: torch.Tensor, corruption, severity: int, gen: torch.Generator,
     """The corruption's uint8 CPU path, over the same chunks as :func:`corrupt_tensor` for random ones (so
     they consume the generator exactly as the float path does); None where it does not apply."""
     chunk = max(1, CPU_CHUNK_ELEMENTS // x[0].numel()) if corruption.random else len(x)
-    outs = []
+    if chunk >= len(x):
+        return corruption.uint8_fn(x, severity, pset, gen)
+    out = np.empty(tuple(x.shape), dtype=np.uint8)
     for i in range(0, len(x), chunk):
         y = corruption.uint8_fn(x[i:i + chunk], severity, pset, gen)
         if y is None:      # decided by the image size alone, so before any draw, on the first chunk
             return None
-        outs.append(y)
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+        out[i:i + chunk] = y.numpy()
+    return torch.from_numpy(out)
 
 
 def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_set: str) -> torch.Tensor:

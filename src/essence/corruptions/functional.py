@@ -118,18 +118,23 @@ def shot_noise(x, severity, *, generator=None, param_set="imagenet"):
         rates = (x.detach().to("cpu", torch.float64) * c)
         return (torch.poisson(rates, generator=generator) / c).to(x.device, x.dtype).clamp(0, 1)
     counts, cap = fastpath.poisson_capped_counts(levels.cpu().numpy(), c, fastpath.numpy_rng(generator))
-    return _shot_values(c, cap)[torch.from_numpy(counts)].to(x.device, x.dtype)
+    return torch.from_numpy(_shot_values(c, cap).numpy()[counts]).to(x.device, x.dtype)
 
 
 def shot_noise_uint8(u8, severity, param_set="imagenet", generator=None):
     c = get_params("shot_noise", severity, param_set)
     counts, cap = fastpath.poisson_capped_counts(u8.numpy(), c, fastpath.numpy_rng(generator))
     lut = torch.floor(_shot_values(c, cap) * 255 + 1e-4).clamp(0, 255).to(torch.uint8)   # = api._to_uint8
-    return lut[torch.from_numpy(counts)]
+    return torch.from_numpy(lut.numpy()[counts])
 
 
 def _impulse(x, c, generator, salt_value):
     salt, pepper = fastpath.impulse_positions(x.numel(), c, fastpath.numpy_rng(generator))
+    if x.device.type == "cpu" and x.dtype != torch.bfloat16:
+        flat = x.detach().reshape(-1).numpy().copy()   # numpy copy and scatter (no thread-pool wake-ups)
+        flat[salt] = salt_value
+        flat[pepper] = 0
+        return torch.from_numpy(flat).reshape(x.shape)
     y = x.detach().clone(memory_format=torch.contiguous_format)
     flat = y.view(-1)
     flat[torch.from_numpy(salt).to(x.device)] = salt_value
