@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from essence.polyencoder.evaluate import median_time
+
 SHAPES = {  # layers, d, heads, ffn
     "minilm": (6, 384, 12, 1536),
     "tiny": (2, 128, 4, 512),
@@ -72,15 +74,6 @@ def _essence_module(layers, d, heads, ffn, m, vocab):
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     enc = lambda: TransformerEncoder(BertModel(cfg, add_pooling_layer=False))  # noqa: E731
     return PolyEncoder(enc(), enc(), poly_type="codes", m=m).eval()
-
-
-def _median(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -137,10 +130,10 @@ def main(argv=None) -> int:
             fn()
         pt, et, ps, es = [], [], [], []
         for _ in range(args.repeats):   # interleaved so that load changes hit both sides alike
-            pt.append(_median(p_total, 1))
-            et.append(_median(e_total, 1))
-            ps.append(_median(p_score, 1))
-            es.append(_median(e_score, 1))
+            pt.append(median_time(p_total, 1, warmup=0))
+            et.append(median_time(e_total, 1, warmup=0))
+            ps.append(median_time(p_score, 1, warmup=0))
+            es.append(median_time(e_score, 1, warmup=0))
         pt, et, ps, es = map(statistics.median, (pt, et, ps, es))
         rows.append((C, pt, et, ps, es))
 
@@ -168,8 +161,8 @@ def main(argv=None) -> int:
     e_index()
     tp, te = [], []
     for _ in range(3):
-        tp.append(_median(p_index, 1))
-        te.append(_median(e_index, 1))
+        tp.append(median_time(p_index, 1, warmup=0))
+        te.append(median_time(e_index, 1, warmup=0))
     tp, te = statistics.median(tp), statistics.median(te)
     print(f"\ncandidate encoding ({n} x {L} tokens, batch {bs}): ParlAI {n / tp:,.0f} cand/s, essence "
           f"{n / te:,.0f} cand/s (ratio essence / ParlAI throughput {tp / te:.2f})")

@@ -506,27 +506,14 @@ def jpeg_compression(x, severity, *, generator=None, param_set="imagenet"):
 # ------------------------------------------------------------------------------------------------------
 def spatter_apply(x: torch.Tensor, params, liquid_noise: torch.Tensor) -> torch.Tensor:
     """Spatter given the Gaussian draws (N, H, W) ~ N(0, 1) of the liquid layer."""
-    import cv2
 
     loc, scale, sigma, thresh, intensity, mode = params
     n, c, h, w = x.shape
     liquid = _gaussian((loc + scale * liquid_noise.to(x.device, torch.float64)), sigma)   # (N, H, W)
     liquid = torch.where(liquid < thresh, torch.zeros_like(liquid), liquid)
     if mode == 0:
-        ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-
         def water(layer):
-            lay8 = np.mod(np.floor(layer * 255), 256).astype(np.uint8)
-            dist = 255 - cv2.Canny(lay8, 50, 150)
-            dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
-            _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-            dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
-            dist = cv2.equalizeHist(dist)
-            dist = cv2.filter2D(dist, cv2.CV_8U, ker)
-            dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-            m = lay8 * dist
-            m = m / m.max() if m.max() > 0 else m
-            return torch.from_numpy(m * intensity)
+            return torch.from_numpy(ops.spatter_water_mask(layer, intensity))
 
         layers = list(liquid.cpu().numpy())
         m = torch.stack(list(_pool().map(water, layers)))[:, None].to(x.device, x.dtype)

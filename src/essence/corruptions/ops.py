@@ -449,3 +449,19 @@ def map_coordinates_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Ten
     h, w = x.shape[-2:]
     grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], -1).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def spatter_water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray:
+    """The water mask of spatter (Canny, distance transform, emboss) for one liquid layer (H, W)."""
+    import cv2
+
+    lay8 = np.mod(np.floor(liquid * 255), 256).astype(np.uint8)
+    dist = 255 - cv2.Canny(lay8, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    m = lay8 * dist
+    return (m / m.max() if m.max() > 0 else m) * intensity

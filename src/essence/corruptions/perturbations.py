@@ -91,22 +91,6 @@ def _tilt(x: torch.Tensor, deg: float) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def _water(liquid: np.ndarray, intensity: float) -> np.ndarray:
-    """The water mask of spatter (Canny, distance transform, emboss) for one liquid layer (H, W)."""
-    import cv2
-
-    lay8 = np.mod(np.floor(liquid * 255), 256).astype(np.uint8)
-    dist = 255 - cv2.Canny(lay8, 50, 150)
-    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
-    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
-    dist = cv2.equalizeHist(dist)
-    dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
-    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-    m = lay8 * dist
-    return (m / m.max() if m.max() > 0 else m) * intensity
-
-
 def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, crop: tuple[int, int] | None = None,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """Frames (N, T, C, h, w) in [0, 1] of perturbation ``name`` for each image of x (N, C, H, W) in [0, 1]."""
@@ -190,7 +174,8 @@ def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, cr
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], dtype=x.dtype, device=x.device)[None, :, None, None]
         kernel = np.array([0.05, 0.1, 0.15, 0.7])
         for _ in range(31):
-            m = torch.from_numpy(np.stack([_water(lay, 0.6) for lay in liquid]))[:, None].to(x.device, x.dtype)
+            masks = np.stack([ops.spatter_water_mask(lay, 0.6) for lay in liquid])
+            m = torch.from_numpy(masks)[:, None].to(x.device, x.dtype)
             add = m * color
             frames.append(_u8(x + (0.2989 * add[:, :1] + 0.587 * add[:, 1:2] + 0.114 * add[:, 2:]) if c == 1 else
                               x + add))

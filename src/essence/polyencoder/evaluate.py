@@ -84,7 +84,8 @@ def evaluate_sets(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], se
         model.train(was_training)
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `repeats` calls of `fn` after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -147,4 +148,4 @@ def cross_latency(model, batcher: TextBatcher, context: Sequence[str], candidate
             with _autocast(torch.device("cpu"), bf16):
                 model(ids, mask, seg)
 
-    return _median_time(run, repeats=1, warmup=0)
+    return median_time(run, repeats=1, warmup=0)
