@@ -41,17 +41,44 @@ def _cmd_list() -> int:
     return 0
 
 
-def _write_index(root: Path, entries: list[tuple[MethodInfo, Report | None, str]], preset: str) -> Path:
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        if out.returncode == 0:
+            return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown (not a git checkout)"
+
+
+def _write_index(root: Path, entries: list[tuple[MethodInfo, Report | None, str]], preset: str,
+                 command: str = "") -> Path:
+    """index.md: one row per method (verdict counts, wall time, report link), then every claim with its
+    estimate and 95% interval. For the standard preset this page is what docs/results.md publishes."""
+    from essence.core.precision import machine_line
+
     lines = [f"# essence: reproduction index ({preset} preset)", "",
-             f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
+             f"- **Date:** {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+             f"- **Machine:** {machine_line(precision='auto')}",
+             f"- **Command:** `{command or f'essence reproduce all --preset {preset}'}`",
+             f"- **Commit:** {_git_commit()}", ""]
     rows = []
     for info, report, error in entries:
         if report is None:
-            rows.append((info.title, "error", error.replace("|", "/"), "-"))
+            rows.append((info.title, "error", error.replace("|", "/"), "-", "-"))
             continue
         rel = report.run.dir.resolve().relative_to(root.resolve()) / "report.md"
-        rows.append((info.title, report.verdict, f"{len(report.claims)} claims", f"[report]({rel.as_posix()})"))
-    lines += [format_table_markdown(["method", "verdict", "claims", "report"], rows), "", "## Claims", ""]
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(report.counts.items()))
+        rows.append((info.title, report.verdict, counts or "no claims", f"{time.time() - report.started:.0f} s"
+                     if report.finished is None else f"{report.finished - report.started:.0f} s",
+                     f"[report]({rel.as_posix()})"))
+    lines += [format_table_markdown(["method", "verdict", "claims", "wall time", "report"], rows), "",
+              "## Claims", ""]
     for info, report, _ in entries:
         if report is None:
             continue
@@ -83,7 +110,7 @@ def _cmd_reproduce(args) -> int:
         except Exception as err:  # one failing method must not hide the others' reports
             console.print(f"[red]{info.title} failed:[/] {type(err).__name__}: {err}")
             entries.append((info, None, f"{type(err).__name__}: {err}"))
-    index = _write_index(root, entries, args.preset)
+    index = _write_index(root, entries, args.preset, command="essence " + " ".join(sys.argv[1:]))
     print_table(["method", "verdict"], [(i.title, r.verdict if r else "error") for i, r, _ in entries],
                 title="reproductions")
     if skipped:

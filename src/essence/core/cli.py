@@ -45,7 +45,7 @@ def method_parser(cli_name: str, description: str) -> tuple[ArgumentParser, argp
     return parser, sub
 
 
-def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("tiny", "quick", "paper"),
+def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("tiny", "quick", "standard", "paper"),
                  default_preset: str = "quick") -> None:
     """``--preset``, ``--set key=value`` (repeatable), ``--device``, ``--out``, ``--seed``."""
     parser.add_argument("--preset", default=default_preset, choices=list(presets),

@@ -16,27 +16,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from essence.core.progress import format_table_markdown
 from essence.core.runs import Run
 
-__all__ = ["Report", "Claim", "REPRODUCED", "NOT_REPRODUCED", "PARTLY", "VERDICTS", "save_figure"]
+__all__ = ["Report", "Claim", "REPRODUCED", "NOT_REPRODUCED", "PARTLY", "INCONCLUSIVE", "VERDICTS",
+           "save_figure"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 PARTLY = "partly"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, PARTLY)
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, PARTLY)
 
 
 @dataclass
 class Claim:
     claim: str          # the paper's claim, in one sentence
-    verdict: str        # reproduced / not reproduced / partly
-    evidence: str       # the measured numbers that decide it (and the paper's, where comparable)
+    verdict: str        # reproduced / not reproduced / inconclusive (partly: only for a preview without stats)
+    evidence: str       # the measured numbers that decide it: estimate, 95% CI, n, test (and the paper's numbers)
     reason: str = ""    # why, when it is not a plain yes
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the statistics behind the verdict
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
@@ -63,6 +66,8 @@ class Report:
         self.claims: list[Claim] = []
         self.summary: dict[str, Any] = {}
         self.started = time.time()
+        self.finished: float | None = None  # set by write()
+        self.precision: str | None = None  # one line; set by the method when the run has no recorded precision
 
     # -- content -----------------------------------------------------------------------------------------
     def section(self, title: str) -> None:
@@ -80,10 +85,28 @@ class Report:
         self.blocks.append(f"![{caption or name}](figures/{path.name})" + (f"\n\n*{caption}*" if caption else ""))
         return path
 
-    def claim(self, claim: str, *, verdict: str, evidence: str, reason: str = "") -> Claim:
+    def claim(self, claim: str, *, decision: Any = None, verdict: str | None = None, evidence: str = "",
+              reason: str = "", name: str = "effect", digits: int = 3, scale: float = 1.0) -> Claim:
+        """Record one claim of the paper and its verdict.
+
+        ``decision``: an :class:`essence.core.stats.Decision` (or a list of them for a claim made of several
+        comparisons, joined by :func:`essence.core.stats.combine`); the verdict then comes from the statistics
+        and the estimate, its 95% interval, n and the test are added to the evidence. A bare ``verdict``
+        without a decision is only for claims that are not comparisons (a preview, an error).
+        """
+        from essence.core.stats import Decision, combine
+
+        decisions = [] if decision is None else list(decision) if isinstance(decision, (list, tuple)) else [decision]
+        if decisions:
+            if not all(isinstance(d, Decision) for d in decisions):
+                raise TypeError("decision must be an essence.core.stats.Decision or a list of them")
+            verdict = verdict or combine(decisions)
+            stats_text = "; ".join(d.describe(digits=digits, scale=scale, name=name) for d in decisions)
+            evidence = f"{evidence}; {stats_text}" if evidence else stats_text
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-        c = Claim(claim=claim, verdict=verdict, evidence=evidence, reason=reason)
+        c = Claim(claim=claim, verdict=verdict, evidence=evidence, reason=reason,
+                  decisions=[d.as_dict() for d in decisions])
         self.claims.append(c)
         return c
 
@@ -93,18 +116,27 @@ class Report:
     # -- output ------------------------------------------------------------------------------------------
     @property
     def verdict(self) -> str:
-        """Overall: reproduced if every claim is, not reproduced if none is, else partly."""
+        """Overall: the common verdict when every claim has the same one, else partly."""
         verdicts = {c.verdict for c in self.claims}
         if not verdicts:
-            return NOT_REPRODUCED
-        if verdicts == {REPRODUCED}:
-            return REPRODUCED
-        if verdicts == {NOT_REPRODUCED}:
-            return NOT_REPRODUCED
+            return INCONCLUSIVE
+        if len(verdicts) == 1:
+            return verdicts.pop()
         return PARTLY
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many claims got each verdict."""
+        out: dict[str, int] = {}
+        for c in self.claims:
+            out[c.verdict] = out.get(c.verdict, 0) + 1
+        return out
+
     def markdown(self) -> str:
-        elapsed = time.time() - self.started
+        from essence.core.precision import machine_line
+
+        elapsed = (self.finished or time.time()) - self.started
+        precision = self.run.precision or self.precision
         head = [
             f"# {self.title}: reproduction report",
             "",
@@ -112,6 +144,8 @@ class Report:
             f"**Preset:** `{self.preset}`  ",
             f"**Run directory:** `{self.run.dir}`  ",
             f"**Wall time:** {elapsed:.0f} s  ",
+            f"**Machine:** {machine_line()}  ",
+            *([f"**Precision:** {precision}  "] if precision else []),
             f"**Overall verdict:** {self.verdict}",
             "",
             "## Claims and verdicts",
@@ -125,6 +159,7 @@ class Report:
     def write(self) -> Path:
         """Write report.md and summary.json into the run directory; return the report path."""
         path = self.run.dir / "report.md"
+        self.finished = time.time()
         path.write_text(self.markdown())
         summary = {
             "method": self.method,
@@ -132,8 +167,10 @@ class Report:
             "paper": self.paper,
             "preset": self.preset,
             "verdict": self.verdict,
+            "verdict_counts": self.counts,
             "claims": [asdict(c) for c in self.claims],
-            "seconds": round(time.time() - self.started, 1),
+            "seconds": round((self.finished or time.time()) - self.started, 1),
+            "precision": self.run.precision or self.precision,
             **self.summary,
         }
         self.run.write_summary(summary)

@@ -49,6 +49,7 @@ class Run:
         self.dir = Path(path)
         self.method = method
         self.preset = preset
+        self.precision: str | None = None  # the resolved precision's one-line reason, once recorded
         if is_main():
             for sub in ("", "checkpoints", "figures"):
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,23 @@ class Run:
         if is_main():
             data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
             (self.dir / "config.json").write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+    def record_precision(self, precision: Any, *, quiet: bool = False) -> str:
+        """Log the resolved precision (a ``Precision`` or ``PrecisionChoice``) and the machine, and keep them
+        in ``runtime.json`` (reports show the same line). Returns the one-line reason."""
+        from essence.core.precision import machine_info
+
+        choice = getattr(precision, "choice", precision)
+        self.precision = choice.reason
+        if is_main():
+            if not quiet:
+                from essence.core.progress import console
+
+                console.print(f"precision: {choice.reason}", highlight=False)
+            path = self.dir / "runtime.json"
+            data = {"precision": choice.as_dict(), "machine": machine_info()}
+            path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        return choice.reason
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Append one record to metrics.jsonl: ``{"step": .., "time": .., **metrics}``."""

@@ -34,14 +34,14 @@ class TrainConfig(Config):
     batch_size: int = 128
     lr: float = 3e-3                # AdamW, one-cycle schedule
     weight_decay: float = 5e-4
-    precision: str = "bf16"         # bf16 autocast (CPU AMX); fp32 for exact runs
+    precision: str = "auto"         # auto: bf16 autocast where native (AMX / AVX512-BF16 / CUDA), else fp32
     clahe_epochs: int = 1           # fine-tuning epochs of the last arch on CLAHE-equalised images (claim d)
     seed: int = 0
 
     def __post_init__(self):
         require_positive(self, "epochs", "batch_size", "lr")
         require(len(self.archs) >= 2, f"train.archs needs a baseline and at least one other, got {self.archs}")
-        require_choice(self, "precision", ("fp32", "bf16"))
+        require_choice(self, "precision", ("auto", "fp32", "bf16"))
         require(self.clahe_epochs >= 0, f"train.clahe_epochs must be >= 0, got {self.clahe_epochs}")
 
 

@@ -33,7 +33,7 @@ def condition_seed(seed: int, name: str, severity: int, start: int) -> int:
 def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarray, labels: np.ndarray, *,
                          names: Sequence[str] | None = None, seed: int = 0, param_set: str = "auto",
                          batch_size: int = 500, preprocess: Mapping[str, Preprocess] | None = None,
-                         precision: str = "bf16") -> tuple[dict[str, float], dict[str, dict[str, list[float]]]]:
+                         precision: str = "auto") -> tuple[dict[str, float], dict[str, dict[str, list[float]]]]:
     """Clean errors {model: E_clean} and errors {model: {corruption: [E_1..E_5]}} on uint8 images (N, H, W).
 
     Each (corruption, severity) set is generated once per batch (quantised to uint8 like a stored dataset)
@@ -76,7 +76,7 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarr
 @torch.no_grad()
 def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.ndarray, *,
                            perturbations: Sequence[str], pad: int = 4, seed: int = 0, difficulty: int = 1,
-                           precision: str = "bf16") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+                           precision: str = "auto") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """FP and uT5D {model: {perturbation: value}} on sequences made from uint8 images (N, H, W).
 
     Geometric sequences act on a zero-padded canvas (H + 2 pad) and are centre-cropped back to H x W.

@@ -1,7 +1,7 @@
 """Small-scale reproduction of Hendrycks & Dietterich (ICLR 2019) on Fashion-MNIST-C / Fashion-MNIST-P.
 
 Scaled down (said in the report): Fashion-MNIST instead of ImageNet; three small CNNs trained here for a few
-epochs with bf16 autocast on a subset (the quick preset) instead of ImageNet models; the benchmark's
+epochs (precision auto) on a subset (the quick preset) instead of ImageNet models; the benchmark's
 "AlexNet" is the small AlexNet-style baseline trained here (its errors normalise CE, like AlexNet's in the
 paper); corruptions use the CIFAR-10-C parameter table (28x28 images), generated on the fly and quantised to
 uint8 (no JPEG q85 storage step); ImageNet-P sequences are not MP4-compressed.
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from essence.core.checkpoint import save_checkpoint
+from essence.core.precision import resolve_precision
 from essence.core.report import NOT_REPRODUCED, PARTLY, REPRODUCED, Report
 from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, resolve_device, seed_everything
@@ -66,6 +67,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                                                                                cfg.data.seed + 1)
     xtr, ytr, xte, yte = xtr[itr], ytr[itr], xte[ite], yte[ite]
     tc = cfg.train
+    run.record_precision(resolve_precision(tc.precision, dev))
 
     # ---- train the baseline ("AlexNet") and the stronger architectures
     models: dict[str, torch.nn.Module] = {}

@@ -26,7 +26,7 @@ def clahe(x: torch.Tensor, clip_limit: float = 2.0, tiles: int = 4) -> torch.Ten
 
 
 def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-                     weight_decay: float, precision: str = "bf16", seed: int = 0, device: torch.device | str = "cpu",
+                     weight_decay: float, precision: str = "auto", seed: int = 0, device: torch.device | str = "cpu",
                      model: torch.nn.Module | None = None, transform: Callable | None = None,
                      log: Callable | None = None, desc: str = "") -> torch.nn.Module:
     """Train ``arch`` (or continue ``model``) on uint8 images (N, H, W) with AdamW + one-cycle cross-entropy.
@@ -72,7 +72,7 @@ def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, *, epoch
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
-                   precision: str = "bf16") -> torch.Tensor:
+                   precision: str = "auto") -> torch.Tensor:
     """Logits (N, classes) in float32 for a float batch (N, C, H, W) in [0, 1]."""
     device = next(model.parameters()).device
     prec = Precision(precision, device)

@@ -73,7 +73,7 @@ class TrainConfig(Config):
     lr_factor: float = 0.1
     early_stopping: int = 25      # patience in epochs (25 multif0, 6 otherwise); the best checkpoint is kept
     blur: bool = True             # Gaussian-blurred targets (False: hard one-hot bins)
-    bf16: bool = False            # bf16 autocast for the forward pass (CPU AMX / GPU)
+    precision: str = "auto"       # auto: bf16 autocast where the hardware runs it natively, else fp32
     seed: int = 1337
 
     def __post_init__(self):
@@ -105,7 +105,7 @@ def _quick() -> DeepSalienceConfig:
         data=DataConfig(n_train=24, n_validation=4, n_test=5, max_seconds=12.0),
         optim=OptimConfig(lr=1e-2, batch_size=16, rate=50),
         train=TrainConfig(steps_per_epoch=15, max_epochs=5, val_batches=4, lr_patience=2, early_stopping=3,
-                          bf16=True),
+                          precision="auto"),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from essence.core.loop import Precision
 from essence.core.report import NOT_REPRODUCED, PARTLY, REPRODUCED, Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -92,7 +93,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         f"{cfg.train.steps_per_epoch} steps x up to {cfg.train.max_epochs} epochs (multi-f0), batch "
         f"{cfg.optim.batch_size} of 360x50 patches, Adam lr {cfg.optim.lr:g} (paper 1e-3), BatchNorm momentum "
         f"{cfg.model.bn_momentum:g} (torch convention; Keras' 0.99 = 0.01), ReduceLROnPlateau + early stopping "
-        f"on {cfg.train.val_batches} fixed validation batches, bf16 autocast: {cfg.train.bf16}. The higher learning "
+        f"on {cfg.train.val_batches} fixed validation batches, precision "
+        f"{Precision(cfg.train.precision, dev).reason}. The higher learning "
         f"rate and BatchNorm momentum compensate for a schedule ~300x shorter than the paper's. "
         f"tau swept over 0.1..0.9 on the validation chorales. Data preparation took {t_data:.0f} s; device {dev}.")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from essence.core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from essence.core.loop import check_finite
+from essence.core.loop import Precision, check_finite
 from essence.core.progress import ProgressBar
 from essence.core.runtime import seed_everything
 from essence.deep_salience.config import DeepSalienceConfig
@@ -74,7 +74,9 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
                                n_t=oc.patch_frames, n_active=oc.n_active, rate=oc.rate, seed=tc.seed + 1,
                                channels=channels)
     val_batches = [val_sampler.batch() for _ in range(tc.val_batches)]
-    use_bf16 = tc.bf16 and dev.type in ("cpu", "cuda")
+    prec = Precision(tc.precision, dev)
+    if run is not None:
+        run.record_precision(prec, quiet=not progress)
     best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
     history, step, bad_epochs, t0 = [], 0, 0, time.time()
     total = tc.steps_per_epoch * tc.max_epochs
@@ -84,7 +86,7 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
             losses = []
             for _ in range(tc.steps_per_epoch):
                 x, y = (t.to(dev) for t in sampler.batch())
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                with prec.autocast():
                     pred = model(x)
                 loss = bkld(pred.float(), y)
                 check_finite(loss, step)
@@ -95,7 +97,7 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
                 losses.append(float(loss.detach()))
                 bar.update(1, loss=losses[-1])
             model.eval()
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.no_grad(), prec.autocast():
                 val = float(np.mean([float(bkld(model(x.to(dev)).float(), y.to(dev))) for x, y in val_batches]))
             sched.step(val)
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,

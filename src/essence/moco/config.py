@@ -171,13 +171,13 @@ def _tiny() -> MoCoConfig:
 def _quick() -> MoCoConfig:
     """A 2-core CPU in minutes: a width-16 ResNet-10 (small stem) on Fashion-MNIST crops resampled to 16 px,
     MoCo v2 (MLP head, aug+ with blur, cosine) with the CIFAR demo's K / m / T and SGD settings scaled to batch
-    256, bf16 autocast; one epoch; kNN monitor every 100 steps on a 10k-image bank."""
+    256, precision auto (bf16 where native); one epoch; kNN monitor every 100 steps on a 10k-image bank."""
     return MoCoConfig(
         model=ModelConfig(arch="resnet10", width=16, dim=64, mlp=True, K=4096, m=0.99, T=0.1, bn_splits=8),
         aug=aug_v2(16, 1),
         data=DataConfig(),
         optim=OptimConfig(lr=0.03, batch_size=256, epochs=1, weight_decay=5e-4, schedule="cosine"),
-        train=TrainConfig(max_steps=0, log_every=20, eval_every=100, ckpt_every=200, precision="bf16"),
+        train=TrainConfig(max_steps=0, log_every=20, eval_every=100, ckpt_every=200, precision="auto"),
         eval=EvalConfig(knn_bank=10000, linear_epochs=10, linear_lrs=(30.0,), batch_size=1024),
     )
 

@@ -104,6 +104,8 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, total,
                                 milestones=[m * per_epoch for m in cfg.optim.milestones])
     prec = Precision(cfg.train.precision, dev)
+    if run is not None:
+        run.record_precision(prec)
     start = 0
     if resume is not None:
         path = Path(resume)

@@ -164,7 +164,7 @@ def _quick() -> PolyEncoderConfig:
         model=ModelConfig(max_context_tokens=32, max_candidate_tokens=24, reduction="mean"),
         data=DataConfig(max_eval_contexts=100, history=2, candidate_pool=300),
         optim=OptimConfig(lr=1e-4, warmup_steps=5, freeze_word_embeddings=True),   # 2x the paper: 30 steps only
-        train=TrainConfig(steps=30, batch_size=32, cross_batch_size=4, cross_negatives=15, precision="bf16"),
+        train=TrainConfig(steps=30, batch_size=32, cross_batch_size=4, cross_negatives=15, precision="auto"),
         repro=ReproConfig(cross_steps=20),
     )
 

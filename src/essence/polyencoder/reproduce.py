@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from essence.core.loop import Precision
 from essence.core.progress import console, print_table
 from essence.core.report import NOT_REPRODUCED, PARTLY, REPRODUCED, Report
 from essence.core.runs import Run
@@ -77,7 +78,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         train_s = time.time() - t
         dev = next(res.model.parameters()).device
         batcher = TextBatcher(res.tokenizer, vcfg.model.max_context_tokens, vcfg.model.max_candidate_tokens)
-        bf16 = vcfg.train.precision == "bf16"
+        bf16 = Precision(vcfg.train.precision, dev).mode == "bf16"
         metrics: dict[str, float] = {}
         for C, (pairs, cands) in sets.items():
             if name == "cross":
@@ -103,7 +104,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         del model, res
     console.print("timing bi / poly scoring against cached candidates (interleaved)")
     timed = score_latency(cached, [p.context for p in sets[first_c][0]], cfg.repro.latency_candidates,
-                          repeats=cfg.repro.latency_repeats, bf16=cfg.train.precision == "bf16")
+                          repeats=cfg.repro.latency_repeats,
+                          bf16=Precision(cfg.train.precision, "cpu").mode == "bf16")
     for name, latency in timed.items():
         results[name]["latency"] = {C: v for C, v in latency.items() if not isinstance(C, tuple)}
         results[name]["latency_median"] = {C: latency[("median", C)] for C in cfg.repro.latency_candidates}

@@ -188,6 +188,7 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
     opt = _optimizer(model, cfg)
     sched = build_scheduler(opt, "constant", cfg.train.steps, warmup_steps=cfg.optim.warmup_steps)
     prec = Precision(cfg.train.precision, device)
+    run.record_precision(prec)
     state = {"best": -1.0, "bad_evals": 0, "decays": 0}
     start = 0
     run.save_config(cfg)
