@@ -148,6 +148,12 @@ class Report:
             *([f"**Precision:** {precision}  "] if precision else []),
             f"**Overall verdict:** {self.verdict}",
             "",
+        ]
+        if self.preset in ("tiny", "quick"):
+            head += [f"> The `{self.preset}` preset previews the claims: its budget is minutes, so most comparisons "
+                     f"are inconclusive by design. The `standard` preset decides them: "
+                     f"`essence reproduce {self.method} --preset standard`.", ""]
+        head += [
             "## Claims and verdicts",
             "",
         ]
