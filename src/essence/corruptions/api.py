@@ -9,6 +9,7 @@ import torch
 
 from essence.corruptions.functional import CORRUPTIONS
 from essence.corruptions.params import choose_param_set
+from essence.corruptions.rng import ImageRNG, as_image_rng
 
 __all__ = ["corrupt", "corrupt_tensor", "Corrupt", "CorruptedDataset", "make_generator", "MIN_SIZE"]
 
@@ -51,18 +52,36 @@ def _check_shape(n: int, c: int, h: int, w: int, layout: str) -> None:
         raise ValueError(f"images must be at least {MIN_SIZE}x{MIN_SIZE} pixels, got {h}x{w}")
 
 
-def corrupt_tensor(x: torch.Tensor, name: str, severity: int, *, generator: torch.Generator | None = None,
+def _check_batch(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    _check_shape(*x.shape, layout=f"tensor shape {tuple(x.shape)}")
+
+
+def _chunk(x: torch.Tensor) -> int:
+    return max(1, CPU_CHUNK_ELEMENTS // x[0].numel()) if x.device.type == "cpu" else len(x)
+
+
+def corrupt_tensor(x: torch.Tensor, name: str, severity: int, *, seed: int | None = None,
+                   generator: torch.Generator | ImageRNG | None = None, start: int = 0,
                    param_set: str = "auto") -> torch.Tensor:
-    """Corrupt a float batch (N, C, H, W) in [0, 1] (no input checks); returns floats in [0, 1]."""
+    """Corrupt a float batch (N, C, H, W) in [0, 1] (values are not range-checked); returns floats in [0, 1].
+
+    Image i draws from the stream of (seed, start + i) (:mod:`.rng`), so the result does not depend on the
+    batch size, the CPU chunking or the device. ``generator``: a CPU torch.Generator (one draw seeds the
+    batch) or an :class:`.rng.ImageRNG` with one stream per image.
+    """
     corruption = CORRUPTIONS.get(name)
+    severity = _check_severity(severity)
+    _check_batch(x)
+    rng = as_image_rng(len(x), seed=seed, generator=generator, start=start)
     pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
-    per_image = x[0].numel()
-    chunk = max(1, CPU_CHUNK_ELEMENTS // per_image) if x.device.type == "cpu" else len(x)
+    chunk = _chunk(x)
     if len(x) <= chunk:
-        return corruption.fn(x, severity, generator=generator, param_set=pset)
+        return corruption.fn(x, severity, generator=rng, param_set=pset)
     # on the CPU, a few images at a time keep the multi-pass ops in cache (several times faster than one
-    # 40 MB pass per op); the draws follow the fixed chunking, so results stay deterministic
-    return torch.cat([corruption.fn(x[i:i + chunk], severity, generator=generator, param_set=pset)
+    # 40 MB pass per op); the draws are per image, so the chunking does not change them
+    return torch.cat([corruption.fn(x[i:i + chunk], severity, generator=rng[i:i + chunk], param_set=pset)
                       for i in range(0, len(x), chunk)])
 
 
@@ -72,48 +91,48 @@ def _to_uint8(y: torch.Tensor) -> torch.Tensor:
     return y.mul_(255).add_(1e-4).clamp_(0, 255).to(torch.uint8)
 
 
-def _run_uint8(x: torch.Tensor, corruption, severity: int, gen: torch.Generator, pset: str) -> torch.Tensor | None:
-    """The corruption's uint8 CPU path, over the same chunks as :func:`corrupt_tensor` for random ones (so
-    they consume the generator exactly as the float path does); None where it does not apply."""
-    chunk = max(1, CPU_CHUNK_ELEMENTS // x[0].numel()) if corruption.random else len(x)
+def _run_uint8(x: torch.Tensor, corruption, severity: int, rng: ImageRNG, pset: str) -> torch.Tensor | None:
+    """The corruption's uint8 CPU path, chunk by chunk; None where it does not apply (decided by the image
+    size alone, so before any draw)."""
+    chunk = _chunk(x)
     if chunk >= len(x):
-        return corruption.uint8_fn(x, severity, pset, gen)
+        return corruption.uint8_fn(x, severity, pset, rng)
     out = np.empty(tuple(x.shape), dtype=np.uint8)
     for i in range(0, len(x), chunk):
-        y = corruption.uint8_fn(x[i:i + chunk], severity, pset, gen)
-        if y is None:      # decided by the image size alone, so before any draw, on the first chunk
+        y = corruption.uint8_fn(x[i:i + chunk], severity, pset, rng[i:i + chunk])
+        if y is None:
             return None
         out[i:i + chunk] = y.numpy()
     return torch.from_numpy(out)
 
 
-def _run(x: torch.Tensor, name: str, severity: int, gen: torch.Generator, param_set: str) -> torch.Tensor:
+def _run(x: torch.Tensor, name: str, severity: int, rng: ImageRNG, param_set: str) -> torch.Tensor:
     """uint8 or float (N, C, H, W) tensor -> the same dtype."""
     is_uint8 = x.dtype == torch.uint8
     corruption = CORRUPTIONS.get(name)
+    pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
     if is_uint8 and corruption.uint8_fn is not None and x.device.type == "cpu":
-        y = _run_uint8(x, corruption, severity, gen, choose_param_set(x.shape[-2], x.shape[-1], param_set))
+        y = _run_uint8(x, corruption, severity, rng, pset)
         if y is not None:
             return y
     if is_uint8 and x.device.type == "cpu":
-        # the chunks of corrupt_tensor (same draws), each converted to float and back to uint8 while in cache
-        pset = choose_param_set(x.shape[-2], x.shape[-1], param_set)
-        chunk = max(1, CPU_CHUNK_ELEMENTS // x[0].numel())
+        # chunk by chunk, each converted to float and back to uint8 while in cache
+        chunk = _chunk(x)
         out = torch.empty_like(x)
         for i in range(0, len(x), chunk):
             xf = x[i:i + chunk].to(torch.float32).div_(255)
-            y = corruption.fn(xf, severity, generator=gen, param_set=pset)
+            y = corruption.fn(xf, severity, generator=rng[i:i + chunk], param_set=pset)
             out[i:i + chunk] = _to_uint8(y if y.data_ptr() != xf.data_ptr() else y.clone())
         return out
     xf = x.to(torch.float32).div_(255) if is_uint8 else x.to(torch.float32)
-    y = corrupt_tensor(xf, name, severity, generator=gen, param_set=param_set)
+    y = corrupt_tensor(xf, name, severity, generator=rng, param_set=pset)
     if is_uint8:
         return _to_uint8(y if y.data_ptr() != xf.data_ptr() else y.clone())
     return y.to(x.dtype)
 
 
 def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
-            generator: torch.Generator | None = None, param_set: str = "auto") -> Any:
+            generator: torch.Generator | None = None, start: int = 0, param_set: str = "auto") -> Any:
     """Apply corruption ``name`` at ``severity`` (1..5) and return the same kind of object.
 
     Args:
@@ -121,7 +140,11 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
             tensor (C, H, W) / (N, C, H, W), uint8 (0..255) or floating point (0..1), on any device.
         name: one of ``CORRUPTIONS`` (e.g. ``"fog"``); an unknown name raises with a suggestion.
         severity: 1..5.
-        seed / generator: make the corruption deterministic (a seed, or a CPU ``torch.Generator``).
+        seed / generator: make the corruption deterministic (a seed, or a CPU ``torch.Generator`` from which
+            one draw seeds the batch). Image i of the batch draws from the stream of (seed, start + i), so
+            ``corrupt(x, n, s, seed=7)[i]`` equals ``corrupt(x[i:i + 1], n, s, seed=7, start=i)[0]`` for any
+            batch size and on any device.
+        start: the index of the first image (for corrupting a dataset in pieces).
         param_set: ``auto`` (by image size), ``imagenet``, ``tiny`` or ``cifar`` (see :mod:`.params`).
 
     Returns:
@@ -132,7 +155,13 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
     """
     CORRUPTIONS.get(name)
     severity = _check_severity(severity)
-    gen = make_generator(seed, generator)
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is None and generator is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
+    elif generator is not None:
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=make_generator(generator=generator),
+                                 dtype=torch.int64))
     try:
         from PIL import Image
         pil_type = Image.Image
@@ -142,7 +171,7 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
         if images.mode not in ("L", "RGB"):
             raise ValueError(f"PIL images must be mode 'L' or 'RGB', got {images.mode!r} (use .convert('RGB'))")
         arr = np.asarray(images)
-        out = corrupt(arr, name, severity, generator=gen, param_set=param_set)
+        out = corrupt(arr, name, severity, seed=seed, start=start, param_set=param_set)
         return Image.fromarray(out, mode=images.mode)
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
@@ -157,7 +186,7 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
         else:
             raise ValueError(f"numpy images must be (H, W), (H, W, C) or (N, H, W, C), got shape {images.shape}")
         _check_shape(*t.shape, layout=f"numpy shape {images.shape}")
-        y = _run(t.contiguous(), name, severity, gen, param_set)
+        y = _run(t.contiguous(), name, severity, ImageRNG.from_seed(seed, len(t), start), param_set)
         if images.ndim == 2:
             return y[0, 0].numpy()
         if images.ndim == 3:
@@ -177,7 +206,7 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
             if lo < -1e-6 or hi > 1 + 1e-6:
                 raise ValueError(f"float images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
                                  "(divide uint8 images by 255)")
-        y = _run(t, name, severity, gen, param_set)
+        y = _run(t, name, severity, ImageRNG.from_seed(seed, len(t), start), param_set)
         return y[0] if images.ndim == 3 else y
     raise ValueError(f"images must be a numpy array, a PIL image or a torch tensor, got {type(images).__name__}")
 
@@ -218,8 +247,9 @@ class CorruptedDataset(torch.utils.data.Dataset):
     """``dataset`` with every image corrupted by ``name`` at ``severity``, deterministic per index.
 
     Items may be images or tuples whose first element is the image (numpy uint8, PIL, or tensor); the rest
-    of the tuple (labels) is passed through. Image i is corrupted with a generator seeded by (seed, i), so
-    the corrupted dataset is the same in every epoch, worker and process.
+    of the tuple (labels) is passed through. Image i is corrupted from the stream of (seed, i), so the
+    corrupted dataset is the same in every epoch, worker and process, and equals
+    ``corrupt(all_images, name, severity, seed=seed)`` image for image.
     """
 
     def __init__(self, dataset, name: str, severity: int, *, seed: int = 0, param_set: str = "auto"):
@@ -237,8 +267,7 @@ class CorruptedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         item = self.dataset[index]
-        gen = torch.Generator()
-        gen.manual_seed((self.seed * 1_000_003 + int(index)) % (2**63))
         if isinstance(item, tuple):
-            return (corrupt(item[0], self.name, self.severity, generator=gen, param_set=self.param_set), *item[1:])
-        return corrupt(item, self.name, self.severity, generator=gen, param_set=self.param_set)
+            return (corrupt(item[0], self.name, self.severity, seed=self.seed, start=int(index),
+                            param_set=self.param_set), *item[1:])
+        return corrupt(item, self.name, self.severity, seed=self.seed, start=int(index), param_set=self.param_set)

@@ -24,9 +24,10 @@ __all__ = ["evaluate_corruptions", "evaluate_perturbations", "ce_table", "severi
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
-def condition_seed(seed: int, name: str, severity: int, start: int) -> int:
-    """A stable seed per (corruption, severity, batch start), so every model sees the same corrupted set."""
-    return (seed * 1_000_003 + zlib.crc32(f"{name}/{severity}/{start}".encode())) % (2**62)
+def condition_seed(seed: int, name: str, severity: int) -> int:
+    """A stable seed per (corruption, severity); image i of the test set draws from (this seed, i), so the
+    corrupted set does not depend on the batch size."""
+    return (seed * 1_000_003 + zlib.crc32(f"{name}/{severity}".encode())) % (2**62)
 
 
 @torch.no_grad()
@@ -61,8 +62,8 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarr
             for s in range(1, 6):
                 for start in range(0, len(x_all), batch_size):
                     xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
-                    gen = torch.Generator().manual_seed(condition_seed(seed, name, s, start))
-                    xc = corrupt_tensor(xb, name, s, generator=gen, param_set=param_set)
+                    xc = corrupt_tensor(xb, name, s, seed=condition_seed(seed, name, s), start=start,
+                                        param_set=param_set)
                     xc = torch.floor(xc.clamp(0, 1) * 255 + 1e-4) / 255
                     for m, k in score(xc, yb).items():
                         wrong[m][ci, s - 1] += k
@@ -88,7 +89,7 @@ def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.nda
     t5: dict[str, dict[str, float]] = {m: {} for m in models}
     for p in perturbations:
         info = PERTURBATIONS.get(p)
-        gen = torch.Generator().manual_seed(condition_seed(seed, p, difficulty, 0))
+        gen = torch.Generator().manual_seed(condition_seed(seed, p, difficulty))
         frames = perturbation_sequence(canvas if info.geometric else x, p, difficulty, crop=(h, w), generator=gen)
         flat = frames.reshape(-1, *frames.shape[2:])
         for m, model in models.items():

@@ -6,8 +6,9 @@ uint8 truncation that the original scripts apply (``np.uint8(img)``); :func:`ess
 does that step for uint8 input. Each function follows its original generator line by line (the line is
 quoted in the docstring), with the library call it made replaced by the matching op in :mod:`.ops`.
 
-Randomness is drawn on the CPU from ``generator`` (a ``torch.Generator``) and then moved to the device, so
-a seed gives the same corruption on CPU and GPU.
+Randomness is drawn per image on the CPU (``generator``: an :class:`.rng.ImageRNG` with one stream per image,
+or a ``torch.Generator`` that seeds one) and then moved to the device, so image i's corruption depends only
+on its own stream: not on the batch size, the chunking or the device.
 
 Grey-scale images (C = 1): per-pixel and per-channel operations are applied to the one channel; where the
 original needs colour, ``imagecorruptions``' grey conventions are used: brightness adds ``c`` to the grey
@@ -28,6 +29,7 @@ import torch
 from essence.core.registry import Registry
 from essence.corruptions import fastpath, ops
 from essence.corruptions.params import ELASTIC_SCALE, FROST_RESIZE, REFERENCE_SIZE, get_params
+from essence.corruptions.rng import ImageRNG, as_image_rng
 
 __all__ = ["Corruption", "CORRUPTIONS", "SUBSETS", "ORDER", "corruption_names", "frost_dir", "load_frost_textures"]
 
@@ -67,18 +69,10 @@ def corruption_names(subset: str = "common") -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------
-# random draws (CPU generator -> device)
+# random draws (per-image CPU streams -> device)
 # ------------------------------------------------------------------------------------------------------
-def _randn(shape, gen, device, dtype=torch.float32):
-    return torch.randn(shape, generator=gen, dtype=dtype).to(device)
-
-
-def _uniform(low, high, shape, gen, dtype=torch.float64):
-    return low + (high - low) * torch.rand(shape, generator=gen, dtype=dtype)
-
-
-def _randint(low, high, shape, gen):
-    return torch.randint(low, high, shape, generator=gen)
+def _rng(x: torch.Tensor, generator) -> ImageRNG:
+    return as_image_rng(len(x), generator=generator)
 
 
 def _truncate_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +91,7 @@ def _gray_weights(x: torch.Tensor) -> torch.Tensor:
 def gaussian_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``np.clip(x + np.random.normal(size=x.shape, scale=c), 0, 1)``"""
     c = get_params("gaussian_noise", severity, param_set)
-    return _randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(x).clamp_(0, 1)
+    return _rng(x, generator).randn(x.shape[1:], x.dtype).to(x.device).mul_(c).add_(x).clamp_(0, 1)
 
 
 def _shot_values(c: float, cap: int) -> torch.Tensor:
@@ -113,23 +107,38 @@ def shot_noise(x, severity, *, generator=None, param_set="imagenet"):
     256 Poisson distributions (:func:`.fastpath.poisson_capped_counts`, numpy draws seeded from
     ``generator``); other inputs use ``torch.poisson``. Both are exact Poisson samplers."""
     c = get_params("shot_noise", severity, param_set)
+    rng = _rng(x, generator)
     levels = fastpath.is_uint8_levels(x)
     if levels is None:
         rates = (x.detach().to("cpu", torch.float64) * c)
-        return (torch.poisson(rates, generator=generator) / c).to(x.device, x.dtype).clamp(0, 1)
-    counts, cap = fastpath.poisson_capped_counts(levels.cpu().numpy(), c, fastpath.numpy_rng(generator))
+        counts = torch.stack([torch.poisson(rates[i], generator=rng.generator(i)) for i in range(len(x))])
+        return (counts / c).to(x.device, x.dtype).clamp(0, 1)
+    counts, cap = _shot_counts(levels.cpu().numpy(), c, rng)
     return torch.from_numpy(_shot_values(c, cap).numpy()[counts]).to(x.device, x.dtype)
+
+
+def _shot_counts(levels: np.ndarray, c: float, rng: ImageRNG) -> tuple[np.ndarray, int]:
+    """Capped Poisson counts of a uint8 batch (N, C, H, W), image by image from its own stream."""
+    out = np.empty(levels.shape, dtype=np.int32)
+    cap = 1
+    for i in range(len(levels)):
+        k, cap = fastpath.poisson_capped_counts(levels[i], c, rng.numpy(i))
+        out[i] = k
+    return out, cap
 
 
 def shot_noise_uint8(u8, severity, param_set="imagenet", generator=None):
     c = get_params("shot_noise", severity, param_set)
-    counts, cap = fastpath.poisson_capped_counts(u8.numpy(), c, fastpath.numpy_rng(generator))
+    counts, cap = _shot_counts(u8.numpy(), c, _rng(u8, generator))
     lut = torch.floor(_shot_values(c, cap) * 255 + 1e-4).clamp(0, 255).to(torch.uint8)   # = api._to_uint8
     return torch.from_numpy(lut.numpy()[counts])
 
 
 def _impulse(x, c, generator, salt_value):
-    salt, pepper = fastpath.impulse_positions(x.numel(), c, fastpath.numpy_rng(generator))
+    rng, per = _rng(x, generator), x[0].numel()
+    draws = [fastpath.impulse_positions(per, c, rng.numpy(i)) for i in range(len(x))]
+    salt = np.concatenate([s + i * per for i, (s, _) in enumerate(draws)])
+    pepper = np.concatenate([p + i * per for i, (_, p) in enumerate(draws)])
     if x.device.type == "cpu" and x.dtype != torch.bfloat16:
         flat = x.detach().reshape(-1).numpy().copy()   # numpy copy and scatter (no thread-pool wake-ups)
         flat[salt] = salt_value
@@ -158,7 +167,7 @@ def impulse_noise_uint8(u8, severity, param_set="imagenet", generator=None):
 def speckle_noise(x, severity, *, generator=None, param_set="imagenet"):
     """``np.clip(x + x * np.random.normal(size=x.shape, scale=c), 0, 1)``"""
     c = get_params("speckle_noise", severity, param_set)
-    return _randn(x.shape, generator, x.device, x.dtype).mul_(c).add_(1).mul_(x).clamp_(0, 1)
+    return _rng(x, generator).randn(x.shape[1:], x.dtype).to(x.device).mul_(c).add_(1).mul_(x).clamp_(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -212,7 +221,7 @@ def defocus_blur_uint8(u8, severity, param_set="imagenet", generator=None):
 def glass_offsets(n: int, h: int, w: int, delta: int, iterations: int, generator=None) -> torch.Tensor:
     """The (dx, dy) draws of glass blur: ``np.random.randint(-delta, delta, size=(2,))`` per visited pixel."""
     steps = max(h - 2 * delta, 0) * max(w - 2 * delta, 0)
-    return _randint(-delta, delta, (n, iterations, steps, 2), generator)
+    return as_image_rng(n, generator=generator).randint(-delta, delta, (iterations, steps, 2))
 
 
 def glass_blur_apply(x: torch.Tensor, sigma: float, delta: int, offsets) -> torch.Tensor:
@@ -248,7 +257,7 @@ def _magick_quantize(x: torch.Tensor) -> torch.Tensor:
 def motion_blur(x, severity, *, generator=None, param_set="imagenet"):
     """``MagickMotionBlurImage(radius=c[0], sigma=c[1], angle=U(-45, 45))``, without ImageMagick."""
     radius, sigma = get_params("motion_blur", severity, param_set)
-    angles = _uniform(-45, 45, (x.shape[0],), generator).tolist()
+    angles = _rng(x, generator).uniform(-45, 45).tolist()
     return _magick_quantize(ops.motion_blur(x, radius, sigma, angles))
 
 
@@ -284,8 +293,9 @@ def snow(x, severity, *, generator=None, param_set="imagenet"):
     ``x = b x + (1 - b) max(x, gray(x) 1.5 + 0.5)``; ``clip(x + layer + rot180(layer))``."""
     params = get_params("snow", severity, param_set)
     n, _, h, w = x.shape
-    noise = torch.randn((n, h, w), generator=generator, dtype=torch.float64)
-    angles = _uniform(-135, -45, (n,), generator).tolist()
+    rng = _rng(x, generator)
+    noise = rng.randn((h, w), torch.float64)
+    angles = rng.uniform(-135, -45).tolist()
     return snow_apply(x, params, noise, angles)
 
 
@@ -365,8 +375,9 @@ def frost(x, severity, *, generator=None, param_set="imagenet"):
     params = get_params("frost", severity, param_set)
     n, _, h, w = x.shape
     textures = [_fit_texture(t, h, w) for t in load_frost_textures(param_set)]
-    idx = _randint(0, 5, (n,), generator).tolist()
-    u = torch.rand((n, 2), generator=generator, dtype=torch.float64)
+    rng = _rng(x, generator)
+    idx = rng.randint(0, 5).tolist()
+    u = rng.rand((2,))
     picks = []
     for i, k in enumerate(idx):  # top ~ randint(0, th - h), left ~ randint(0, tw - w)
         th, tw = textures[k].shape[-2:]
@@ -389,7 +400,7 @@ def fog(x, severity, *, generator=None, param_set="imagenet"):
     params = get_params("fog", severity, param_set)
     n, _, h, w = x.shape
     size = 1 << (max(h, w) - 1).bit_length()
-    return fog_apply(x, params, ops.plasma_fractal(n, size, params[1], generator))
+    return fog_apply(x, params, ops.plasma_fractal(n, size, params[1], _rng(x, generator)))
 
 
 @_register("brightness", "weather", random=False)
@@ -451,8 +462,9 @@ def elastic_transform(x, severity, *, generator=None, param_set="imagenet"):
     """
     n, _, h, w = x.shape
     consts = elastic_constants(get_params("elastic_transform", severity, param_set), param_set, h, w)
-    jitter = _uniform(-consts[2], consts[2], (n, 3, 2), generator).numpy().astype(np.float32)
-    fields = _uniform(-1, 1, (n, 2, h, w), generator)
+    rng = _rng(x, generator)
+    jitter = rng.uniform(-consts[2], consts[2], (3, 2)).numpy().astype(np.float32)
+    fields = rng.uniform(-1, 1, (2, h, w))
     return elastic_apply(x, consts, jitter, fields)
 
 
@@ -538,7 +550,8 @@ def spatter(x, severity, *, generator=None, param_set="imagenet"):
     computed with OpenCV on the CPU, one image at a time (a 2-D map per image)."""
     params = get_params("spatter", severity, param_set)
     n, _, h, w = x.shape
-    noise = torch.from_numpy(fastpath.numpy_rng(generator).standard_normal((n, h, w)))
+    rng = _rng(x, generator)
+    noise = torch.from_numpy(np.stack([rng.numpy(i).standard_normal((h, w)) for i in range(n)]))
     return spatter_apply(x, params, noise)
 
 

@@ -274,13 +274,16 @@ def pil_resize_box(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------
 # diamond-square plasma fractal (fog)
 # ------------------------------------------------------------------------------------------------------
-def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator: torch.Generator | None = None,
+def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator=None,
                    device: torch.device | str = "cpu", uniforms: list[torch.Tensor] | None = None) -> torch.Tensor:
     """(n, mapsize, mapsize) heightmaps in [0, 1], the diamond-square algorithm of ImageNet-C's fog.
 
     Each "wibbled mean" adds ``wibble * U(-wibble, wibble)``. ``uniforms`` (values in [-1, 1), consumed in
-    the order the algorithm draws them) makes the map reproducible from given draws (used by the tests).
+    the order the algorithm draws them) makes the map reproducible from given draws (used by the tests);
+    otherwise map i draws from stream i of ``generator`` (an :class:`.rng.ImageRNG` or a torch.Generator).
     """
+    from essence.corruptions.rng import as_image_rng
+
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
     # float32 (the original uses float64; the normalised map differs by ~1e-7, far below 1/255)
@@ -288,12 +291,13 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator: torch.Ge
     stepsize = mapsize
     wibble = 100.0
     draws = iter(uniforms) if uniforms is not None else None
+    rng = as_image_rng(n, generator=generator) if draws is None else None
 
     def wibbledmean(a: torch.Tensor) -> torch.Tensor:
         if draws is not None:
             u = next(draws).to(device=device, dtype=torch.float32).reshape(a.shape)
         else:
-            u = torch.rand(a.shape, generator=generator, dtype=torch.float32).to(device) * 2 - 1
+            u = rng.rand(a.shape[1:], torch.float32).to(device) * 2 - 1
         return a / 4 + wibble * (wibble * u)
 
     while stepsize >= 2:
