@@ -70,8 +70,14 @@ def _accuracy(fc: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  num_classes: int, *, epochs: int = 100, lrs: tuple[float, ...] = (30.0,),
                  batch_size: int = 256, val_fraction: float = 0.1, momentum: float = 0.9,
-                 weight_decay: float = 0.0, seed: int = 0) -> dict[str, float]:
+                 weight_decay: float = 0.0, seed: int = 0, return_predictions: bool = False) -> dict[str, float]:
     """Run the protocol; returns ``{"test_top1", "train_top1", "lr"}`` (+ ``"val_top1"`` with a grid).
+
+    With several ``lrs``, each is trained on the training features minus a held-out ``val_fraction`` (drawn with
+    ``seed``), the one with the best held-out accuracy is kept (the first on a tie), and the classifier is then
+    retrained on all training features; the test features are never used for the choice.
+    ``return_predictions=True`` adds ``"test_pred"``: the predicted class of every test feature (an int64 tensor),
+    for paired comparisons of two feature sets on the same test items.
 
     Raises:
         ValueError: malformed features / labels, non-finite features, or an empty grid.
@@ -100,4 +106,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         out["val_top1"] = best
     fc = train_linear(train_x, train_y, num_classes, lr=lr, **kw)
     out.update(test_top1=_accuracy(fc, test_x, test_y), train_top1=_accuracy(fc, train_x, train_y), lr=lr)
+    if return_predictions:
+        with torch.no_grad():
+            out["test_pred"] = fc(test_x).argmax(1).cpu()
     return out

@@ -76,9 +76,11 @@ class OptimConfig(Config):
     epochs: int = 200
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: tuple[int, ...] = (120, 160)  # epochs, for schedule=step (x0.1 each)
+    warmup_epochs: float = 0.0               # linear warmup from 0 (not in the paper; short runs may want it)
 
     def __post_init__(self):
         require_positive(self, "lr", "batch_size", "epochs")
+        require_nonnegative(self, "warmup_epochs")
         require_range(self, "momentum", 0.0, 1.0)
         require_nonnegative(self, "weight_decay")
         require_choice(self, "schedule", ("cosine", "step", "constant"))
@@ -90,7 +92,7 @@ class TrainConfig(Config):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     max_steps: int = 0                       # stop after this many steps (0 = optim.epochs full epochs)
     log_every: int = 50                      # steps
-    eval_every: int = 0                      # kNN monitor every N steps (0 = only at the end)
+    eval_every: int = 0                      # kNN monitor every N steps and at the end (0 = never)
     ckpt_every: int = 500                    # steps (and always at the end)
     threads: int = 0                         # torch CPU threads (0 = all cores / local processes)
 
@@ -107,14 +109,19 @@ class EvalConfig(Config):
     knn_bank: int = 0                        # training images in the kNN bank (0 = all)
     feature: Literal["backbone", "embedding"] = "backbone"   # pooled backbone features or normalised q
     linear_epochs: int = 100                 # linear protocol (paper: 100 epochs, lr 30, wd 0, x0.1 at 60/80)
-    linear_lrs: tuple[float, ...] = (30.0,)
+    linear_lrs: tuple[float, ...] = (0.03, 0.3, 3.0, 30.0)   # grid, chosen per feature type on a validation split
+    val_fraction: float = 0.1                # of the training images, held out to choose the linear lr
     linear_batch: int = 256
     batch_size: int = 1024                   # feature extraction batch
+    bn: Literal["calibrate", "keep"] = "calibrate"   # re-estimate BN statistics on clean training images, or keep
+    bn_images: int = 10000                   # training images for the BN re-estimate (0 = all)
 
     def __post_init__(self):
         require_positive(self, "knn_k", "knn_t", "linear_epochs", "linear_batch", "batch_size")
-        require_nonnegative(self, "knn_bank")
+        require_nonnegative(self, "knn_bank", "bn_images")
+        require_range(self, "val_fraction", 0.0, 1.0)
         require_choice(self, "feature", ("backbone", "embedding"))
+        require_choice(self, "bn", ("calibrate", "keep"))
         require(len(self.linear_lrs) > 0 and all(lr > 0 for lr in self.linear_lrs),
                 f"eval.linear_lrs must be positive learning rates, got {self.linear_lrs!r}")
 
@@ -131,15 +138,16 @@ def aug_v1(size: int = 28, channels: int = 1) -> AugmentConfig:
 
 def aug_v2(size: int = 28, channels: int = 1) -> AugmentConfig:
     """MoCo v2 aug+: RandomResizedCrop(0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, RandomGrayscale(0.2),
-    GaussianBlur(sigma 0.1-2.0) with p 0.5, flip. The blur kernel is ~10% of the side (23 taps at 224 px,
-    3 at 28 px); grey images keep only brightness/contrast jitter."""
+    GaussianBlur(sigma 0.1-2.0 px *of a 224 px crop*) with p 0.5, flip. The blur is scaled to the image: sigma
+    keeps the same fraction of the side (0.007-0.14 px at 16 px), the kernel is ~10% of the side (23 taps at
+    224 px, 3 at 28 px); grey images keep only brightness/contrast jitter."""
     rgb = channels == 3
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if rgb else (FMNIST_MEAN, FMNIST_STD)
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
     return AugmentConfig(size=size, crop_scale=(0.2, 1.0), hflip_p=0.5, brightness=0.4, contrast=0.4,
                          saturation=0.4 if rgb else 0.0, hue=0.1 if rgb else 0.0, jitter_p=0.8,
-                         grayscale_p=0.2 if rgb else 0.0, blur_p=0.5, blur_sigma=(0.1, 2.0), blur_kernel=kernel,
-                         mean=mean, std=std)
+                         grayscale_p=0.2 if rgb else 0.0, blur_p=0.5, blur_sigma=(0.1, 2.0), blur_sigma_ref=224,
+                         blur_kernel=kernel, mean=mean, std=std)
 
 
 @dataclass(frozen=True, kw_only=True)

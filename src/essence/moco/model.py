@@ -51,8 +51,9 @@ class SplitBatchNorm(nn.BatchNorm2d):
     slices that ``num_splits`` processes would see.
 
     The affine parameters are shared. The running statistics are updated with the mean over the chunks of each
-    chunk's statistics, as in the official demo. In eval mode it is an ordinary BatchNorm2d, and its state dict
-    is identical to BatchNorm2d's.
+    chunk's statistics, as in the official demo (``momentum=None``: a cumulative average, as BatchNorm2d). In eval
+    mode, or with ``num_splits = 1``, it is an ordinary BatchNorm2d, and its state dict is identical to
+    BatchNorm2d's.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kw):
@@ -73,8 +74,9 @@ class SplitBatchNorm(nn.BatchNorm2d):
         mean_s = self.running_mean.repeat(S)
         var_s = self.running_var.repeat(S)
         self.num_batches_tracked.add_(1)
-        y = F.batch_norm(xs, mean_s, var_s, self.weight.repeat(S), self.bias.repeat(S), True,
-                         self.momentum if self.momentum is not None else 0.1, self.eps)
+        # momentum=None: cumulative average over the batches seen, as BatchNorm2d does
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        y = F.batch_norm(xs, mean_s, var_s, self.weight.repeat(S), self.bias.repeat(S), True, momentum, self.eps)
         with torch.no_grad():
             self.running_mean.copy_(mean_s.view(S, C).mean(0))
             self.running_var.copy_(var_s.view(S, C).mean(0))

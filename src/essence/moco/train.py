@@ -38,8 +38,9 @@ class TrainResult:
     step: int
     history: list[dict] = field(default_factory=list)     # logged records (loss, pretext acc, lr, knn)
     checkpoint: Path | None = None
-    seconds: float = 0.0
-    images_per_s: float = 0.0
+    seconds: float = 0.0                                   # wall time of the loop, kNN monitor included
+    images_per_s: float = 0.0                              # training images per second (monitor excluded)
+    monitor: list[dict] = field(default_factory=list)     # kNN monitor: step, train_seconds, knn_top1
 
 
 def build_model(cfg: MoCoConfig, *, bank_size: int | None = None, seed: int | None = None) -> MoCo:
@@ -102,6 +103,7 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
     optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                 weight_decay=cfg.optim.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.optim.schedule, total,
+                                warmup_steps=int(round(cfg.optim.warmup_epochs * per_epoch)),
                                 milestones=[m * per_epoch for m in cfg.optim.milestones])
     prec = Precision(cfg.train.precision, dev)
     if run is not None:
@@ -126,8 +128,10 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
     if run is not None:
         run.save_config(cfg)
     history: list[dict] = []
+    monitor: list[dict] = []
     last_ckpt: Path | None = None
     t0 = time.perf_counter()
+    eval_seconds = 0.0
     done = start
 
     def save(step: int) -> Path | None:
@@ -153,13 +157,22 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
             prec.step(optimizer)
             scheduler.step()
             done = step + 1
+            rec = {}
             if should_run(step, cfg.train.log_every, total):
                 stats = dist.reduce_dict({"loss": out.loss.detach(), "pretext_acc": out.accuracy})
                 rec = {"step": done, "epoch": done / per_epoch, "lr": scheduler.get_last_lr()[0], **stats}
-                if cfg.train.eval_every and (done % cfg.train.eval_every == 0 or done == total):
-                    if dist.is_main():
-                        rec["knn_top1"] = _knn_monitor(model, cfg, dev, eval_data)
-                    dist.barrier()
+            if should_run(step, cfg.train.eval_every, total):   # its own cadence, independent of logging
+                t_eval = time.perf_counter()
+                if dist.is_main():
+                    if eval_data is None:
+                        from essence.moco.evaluate import _eval_data
+                        eval_data = _eval_data(cfg)
+                    knn = _knn_monitor(model, cfg, dev, eval_data)
+                    monitor.append({"step": done, "train_seconds": t_eval - t0 - eval_seconds, "knn_top1": knn})
+                    rec = {"step": done, "epoch": done / per_epoch, **rec, "knn_top1": knn}
+                dist.barrier()
+                eval_seconds += time.perf_counter() - t_eval
+            if rec:
                 history.append(rec)
                 if run is not None:
                     run.log(**rec)
@@ -171,5 +184,6 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
     seconds = time.perf_counter() - t0
     steps_run = max(done - start, 1)
     return TrainResult(model=model, step=done, history=history, checkpoint=last_ckpt, seconds=seconds,
-                       images_per_s=steps_run * cfg.optim.batch_size / max(seconds, 1e-9))
+                       images_per_s=steps_run * cfg.optim.batch_size / max(seconds - eval_seconds, 1e-9),
+                       monitor=monitor)
 

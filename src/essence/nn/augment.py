@@ -11,7 +11,10 @@ jitter, grayscale and blur, with no Python loop over samples. Recipes are data, 
 What each op does (torchvision semantics unless said otherwise):
 
 - ``RandomResizedCrop``: area fraction ~ U(crop_scale), log aspect ratio ~ U(log crop_ratio), position uniform;
-  the crop is resampled bilinearly to ``size`` (one ``affine_grid`` + ``grid_sample`` for the batch).
+  the crop is resampled to ``size`` with antialiased bilinear weights (``antialias=True``, the triangle filter
+  widened by the downscale factor, as torchvision's ``Resize(antialias=True)`` / PIL), as two batched matrix
+  products per sample (the crop is axis-aligned, so resampling is separable). ``antialias=False`` keeps plain
+  bilinear sampling (one ``affine_grid`` + ``grid_sample``), which aliases when a large crop is shrunk.
   *Deviation:* torchvision re-draws up to 10 times when the crop does not fit and then falls back to a centre
   crop; here the crop's sides are clamped to the image instead.
 - ``RandomHorizontalFlip`` with ``hflip_p`` (folded into the crop's affine map).
@@ -20,7 +23,9 @@ What each op does (torchvision semantics unless said otherwise):
   (brightness, contrast, saturation, hue). Saturation and hue need 3 channels and must be 0 for grey images.
 - ``RandomGrayscale`` with ``grayscale_p`` (3-channel images only).
 - ``GaussianBlur`` with ``blur_p``: sigma ~ U(blur_sigma), an odd ``blur_kernel``-tap separable kernel,
-  reflect padding.
+  reflect padding. ``blur_sigma`` is in pixels of the output; with ``blur_sigma_ref = R > 0`` it is in pixels of
+  an R-pixel image and is scaled by ``size / R``, so a recipe written for 224 px (aug+: 0.1-2.0) blurs a 16 px
+  image by the same fraction of its side.
 - Normalisation with ``mean`` / ``std``.
 
 Randomness comes from torch's global RNG, or from ``generator`` (a CPU ``torch.Generator``) when given, so that
@@ -38,7 +43,7 @@ from torch import nn
 
 from essence.core.config import Config, require, require_range
 
-__all__ = ["AugmentConfig", "BatchAugment", "to_float_images"]
+__all__ = ["AugmentConfig", "BatchAugment", "to_float_images", "resample_weights"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +61,8 @@ class AugmentConfig(Config):
     blur_p: float = 0.0                                # GaussianBlur probability
     blur_sigma: tuple[float, float] = (0.1, 2.0)       # GaussianBlur sigma range (pixels)
     blur_kernel: int = 3                               # GaussianBlur kernel taps (odd)
+    blur_sigma_ref: int = 0                            # blur_sigma is for an image of this side (0: this size)
+    antialias: bool = True                             # antialiased resampling of the crop (as Resize)
     mean: tuple[float, ...] = (0.5,)                   # normalisation, one value per channel (or one for all)
     std: tuple[float, ...] = (0.5,)
 
@@ -72,6 +79,8 @@ class AugmentConfig(Config):
         require_range(self, "hue", 0.0, 0.5)
         lo, hi = self.blur_sigma
         require(0 < lo <= hi, f"aug.blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma!r}")
+        require(isinstance(self.blur_sigma_ref, int) and self.blur_sigma_ref >= 0,
+                f"aug.blur_sigma_ref must be a non-negative integer, got {self.blur_sigma_ref!r}")
         require(self.blur_kernel >= 1 and self.blur_kernel % 2 == 1,
                 f"aug.blur_kernel must be a positive odd integer, got {self.blur_kernel!r}")
         require(len(self.mean) == len(self.std) and len(self.mean) > 0,
@@ -96,6 +105,24 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
         return x
     w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
+
+
+def resample_weights(center: torch.Tensor, half: torch.Tensor, length: int, size: int, *,
+                     antialias: bool = True) -> torch.Tensor:
+    """Per-sample 1-D resampling matrices (n, size, length) for crops of a ``length``-pixel axis.
+
+    Output pixel i of sample b samples the input at normalised coordinate ``half[b] * u_i + center[b]`` with
+    ``u_i = (2i + 1) / size - 1`` (``align_corners=False``; a negative ``half`` flips). The weights are the
+    bilinear triangle, widened to ``max(1, scale)`` input pixels when the crop is shrunk by ``scale`` (antialias,
+    as PIL / ``F.interpolate(antialias=True)``), normalised over the in-image taps (border clamping).
+    """
+    dev = center.device
+    u = (2 * torch.arange(size, device=dev, dtype=torch.float32) + 1) / size - 1          # (size,)
+    pos = ((half.view(-1, 1) * u + center.view(-1, 1)) + 1) * length / 2 - 0.5         # (n, size) in pixels
+    support = (half.abs() * length / size).clamp(min=1.0) if antialias else torch.ones_like(half)
+    taps = torch.arange(length, device=dev, dtype=torch.float32)
+    w = (1 - (taps.view(1, 1, -1) - pos.unsqueeze(-1)).abs() / support.view(-1, 1, 1)).clamp(min=0)
+    return w / w.sum(-1, keepdim=True)
 
 
 class BatchAugment(nn.Module):
@@ -128,7 +155,7 @@ class BatchAugment(nn.Module):
         if n == 0:
             return x.new_zeros(0, c, cfg.size, cfg.size)
 
-        # RandomResizedCrop + horizontal flip as one affine resampling.
+        # RandomResizedCrop + horizontal flip as one axis-aligned resampling per sample.
         scale = self._rand(n, *cfg.crop_scale, generator, "cpu")
         log_r = self._rand(n, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), generator, "cpu")
         ratio = log_r.exp()
@@ -137,13 +164,18 @@ class BatchAugment(nn.Module):
         cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sw)
         cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sh)
         flip = torch.where(torch.rand(n, generator=generator) < cfg.hflip_p, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = sw * flip
-        theta[:, 0, 2] = cx
-        theta[:, 1, 1] = sh
-        theta[:, 1, 2] = cy
-        grid = F.affine_grid(theta.to(dev), [n, c, cfg.size, cfg.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if cfg.antialias:
+            wx = resample_weights(cx, sw * flip, w, cfg.size).to(dev)                   # (n, size, W)
+            wy = resample_weights(cy, sh, h, cfg.size).to(dev)                          # (n, size, H)
+            x = wy.unsqueeze(1) @ x @ wx.transpose(1, 2).unsqueeze(1)                  # (n, c, size, size)
+        else:
+            theta = torch.zeros(n, 2, 3)
+            theta[:, 0, 0] = sw * flip
+            theta[:, 0, 2] = cx
+            theta[:, 1, 1] = sh
+            theta[:, 1, 2] = cy
+            grid = F.affine_grid(theta.to(dev), [n, c, cfg.size, cfg.size], align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
         # ColorJitter (each strength draws its factor per sample; samples not jittered keep factor 1 / 0).
         if cfg.jitter_p > 0 and (cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue):
@@ -173,6 +205,8 @@ class BatchAugment(nn.Module):
         if cfg.blur_p > 0 and cfg.blur_kernel > 1:
             k = cfg.blur_kernel
             sigma = self._rand(n, *cfg.blur_sigma, generator, dev)
+            if cfg.blur_sigma_ref:
+                sigma = sigma * (cfg.size / cfg.blur_sigma_ref)
             on = self._coin(n, cfg.blur_p, generator, dev)
             taps = torch.arange(k, device=dev, dtype=x.dtype) - k // 2
             kern = torch.exp(-(taps.view(1, k) ** 2) / (2 * sigma.view(n, 1) ** 2))
