@@ -29,7 +29,8 @@ import numpy as np
 from essence.data.cache import cache_dir, cache_key, missing_source_error, package_path
 
 __all__ = ["Chorale", "Rendered", "chorale_paths", "chorale_split", "load_chorale", "render_chorale",
-           "soundfont_path", "BACH10", "VOICES", "midi_to_hz", "chorale_to_midi"]
+           "soundfont_path", "BACH10", "VOICES", "midi_to_hz", "chorale_to_midi", "TRAIN_POOLS", "HELD_OUT_POOLS",
+           "KNOWN_SOUNDFONTS"]
 
 SR = 22050
 VOICES = ("soprano", "alto", "tenor", "bass")
@@ -41,6 +42,18 @@ _POOL = (
     (41, 42, 66, 60, 57, 70, 52),      # tenor: viola, cello, tenor sax, horn, trombone, bassoon, choir
     (42, 70, 58, 43, 67, 57),          # bass: cello, bassoon, tuba, contrabass, baritone sax, trombone
 )
+TRAIN_POOLS = _POOL
+# held-out instruments per voice (0-based GM programs), none of them in any training pool: validation and test
+# renders for an out-of-domain evaluation (another soundfont, other timbres)
+HELD_OUT_POOLS = (
+    (74, 69, 64, 22),                  # soprano: recorder, English horn, soprano sax, harmonica
+    (69, 53, 59, 21),                  # alto: English horn, voice oohs, muted trumpet, accordion
+    (53, 61, 21, 19),                  # tenor: voice oohs, brass section, accordion, church organ
+    (19, 32, 48, 61),                  # bass: church organ, acoustic bass, string ensemble, brass section
+)
+# soundfonts known by name: Debian's FluidR3 (fluid-soundfont-gm), a different GM bank than TimGM6mb
+KNOWN_SOUNDFONTS = {"fluidr3": ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "apt-get install fluid-soundfont-gm"),
+                    "timgm6mb": ("", "pip install pretty_midi")}
 _INSTALL_M21 = "pip install music21"
 _INSTALL_TSF = "pip install --no-deps tinysoundfont==0.3.7"
 
@@ -147,7 +160,19 @@ def chorale_to_midi(chorale: Chorale, programs, bpm: float, transpose: int = 0, 
 
 
 def soundfont_path(path: str | Path | None = None) -> Path:
-    """The GM soundfont: ``path``, else the TimGM6mb.sf2 inside pretty_midi."""
+    """The GM soundfont: ``path`` (a .sf2 file, or a known name: ``fluidr3``, ``timgm6mb``), else the TimGM6mb.sf2
+    inside pretty_midi.
+
+    Raises FileNotFoundError naming the install line when a named soundfont is not installed.
+    """
+    if path is not None and str(path).lower() in KNOWN_SOUNDFONTS:
+        file, install = KNOWN_SOUNDFONTS[str(path).lower()]
+        if not file:
+            path = None
+        elif Path(file).is_file():
+            return Path(file)
+        else:
+            raise FileNotFoundError(f"soundfont {path!r} not found at {file}: {install}")
     return package_path("pretty_midi", "TimGM6mb.sf2", what="the TimGM6mb soundfont (inside pretty_midi)",
                         install="pip install pretty_midi", path=path)
 
@@ -185,12 +210,16 @@ def _synthesize(pm, sr: int, soundfont: Path, tail: float = 0.5) -> np.ndarray:
 def render_chorale(chorale: Chorale | str | Path, *, augment: bool = False, seed: int = 0,
                    programs: tuple[int, ...] = BACH10, bpm: float = 90.0, transpose: int = 0,
                    max_seconds: float | None = None, sr: int = SR, soundfont: str | Path | None = None,
-                   cache: bool = True) -> Rendered:
+                   cache: bool = True, pools: tuple[tuple[int, ...], ...] = TRAIN_POOLS) -> Rendered:
     """Render one chorale (a :class:`Chorale`, or a corpus path) and return audio with exact labels.
 
-    With ``augment`` the instruments, tempo, transposition and velocities are drawn from ``seed`` (ignoring
-    ``programs``/``bpm``/``transpose``). ``max_seconds`` crops audio and labels. Cached when ``cache``.
+    With ``augment`` the instruments (one per voice from ``pools``: :data:`TRAIN_POOLS`, or
+    :data:`HELD_OUT_POOLS` for out-of-domain evaluation renders), tempo, transposition and velocities are drawn
+    from ``seed`` (ignoring ``programs``/``bpm``/``transpose``). ``max_seconds`` crops audio and labels. Cached
+    when ``cache``.
     """
+    if len(pools) != 4 or not all(len(p) for p in pools):
+        raise ValueError(f"pools must hold one non-empty program list per voice (4), got {pools!r}")
     if not isinstance(chorale, Chorale):
         loaded = load_chorale(chorale)
         if loaded is None:
@@ -198,7 +227,7 @@ def render_chorale(chorale: Chorale | str | Path, *, augment: bool = False, seed
         chorale = loaded
     rng = np.random.default_rng([seed, int(hashlib.sha256(chorale.name.encode()).hexdigest()[:8], 16)])
     if augment:
-        programs = tuple(int(rng.choice(pool)) for pool in _POOL)
+        programs = tuple(int(rng.choice(pool)) for pool in pools)
         bpm = float(rng.uniform(70.0, 110.0))
         transpose = int(rng.integers(-3, 4))
         velocities = [rng.integers(70, 111, size=len(v)) for v in chorale.voices]

@@ -18,6 +18,8 @@ class ModelConfig(Config):
     input_bn: bool = True                                  # the input BatchNorm of the final model
     harmonics: tuple[float, ...] = HARMONICS               # HCQT channels fed to the net; (1.0,) = plain CQT
     output_bias: float = 0.0      # initial bias of 'squishy' (Keras: 0); < 0 starts from a sparse-output prior
+    output_prior: bool = False    # set that bias to logit(mean training target): the output starts at the positive
+                                  # rate of the task (overrides output_bias)
     bn_momentum: float = 0.01     # torch BatchNorm momentum (0.01 = Keras' 0.99)
 
     def __post_init__(self):
@@ -40,10 +42,15 @@ class DataConfig(Config):
     max_seconds: float = 0.0      # crop each render to this many seconds (0 = whole chorale)
     augment: bool = True          # random instruments / tempo / transposition / velocity for training renders
     renders_per_chorale: int = 1  # augmented renders of each training chorale
-    soundfont: str = ""           # a .sf2 path; "" = TimGM6mb inside pretty_midi
+    soundfont: str = ""           # training renders: a .sf2 path or name (fluidr3); "" = TimGM6mb inside pretty_midi
+    eval_soundfont: str = ""      # validation / test renders; "" = the training soundfont
+    eval_instruments: Literal["bach10", "held_out"] = "bach10"  # Bach10 set at 90 BPM, or random instruments
+                                  # from pools disjoint from the training pools (with random tempo / transposition)
 
     def __post_init__(self):
         require_positive(self, "n_train", "n_validation", "n_test", "renders_per_chorale")
+        require(self.eval_instruments in ("bach10", "held_out"),
+                f"data.eval_instruments must be 'bach10' or 'held_out', got {self.eval_instruments!r}")
         require(self.max_seconds >= 0, f"data.max_seconds must be >= 0, got {self.max_seconds}")
 
 
@@ -75,9 +82,14 @@ class TrainConfig(Config):
     blur: bool = True             # Gaussian-blurred targets (False: hard one-hot bins)
     precision: str = "auto"       # auto: bf16 autocast where the hardware runs it natively, else fp32
     seed: int = 1337
+    seeds: int = 1                # training seeds per arm in reproduce (seed, seed + 1, ...)
+    melody_epochs: int = 50       # reproduce's melody model (paper: 50 epochs, early stopping patience 6)
+    melody_early_stopping: int = 6
+    warm_start: bool = False      # reproduce: start the melody model from the multi-f0 model of the same seed
 
     def __post_init__(self):
-        require_positive(self, "steps_per_epoch", "max_epochs", "val_batches", "lr_patience", "early_stopping")
+        require_positive(self, "steps_per_epoch", "max_epochs", "val_batches", "lr_patience", "early_stopping",
+                         "seeds", "melody_epochs", "melody_early_stopping")
         require_range(self, "lr_factor", 0.0, 1.0, inclusive=False)
 
 
@@ -94,18 +106,34 @@ def _tiny() -> DeepSalienceConfig:
         model=ModelConfig(widths=(4, 4, 4, 4, 4)),
         data=DataConfig(n_train=2, n_validation=1, n_test=1, max_seconds=4.0),
         optim=OptimConfig(batch_size=2, n_active=2, rate=4),
-        train=TrainConfig(steps_per_epoch=2, max_epochs=2, val_batches=1, lr_patience=1, early_stopping=2),
+        train=TrainConfig(steps_per_epoch=2, max_epochs=2, val_batches=1, lr_patience=1, early_stopping=2,
+                          melody_epochs=2, melody_early_stopping=2, warm_start=True),
     )
 
 
 def _quick() -> DeepSalienceConfig:
     # Reduced width (channels / 4) and a short schedule so that the whole reproduction fits in ~5 min on 2 cores.
     return DeepSalienceConfig(
-        model=ModelConfig(widths=(32, 16, 16, 16, 8), bn_momentum=0.1),
+        model=ModelConfig(widths=(32, 16, 16, 16, 8), bn_momentum=0.1, output_prior=True),
         data=DataConfig(n_train=24, n_validation=4, n_test=5, max_seconds=12.0),
         optim=OptimConfig(lr=1e-2, batch_size=16, rate=50),
         train=TrainConfig(steps_per_epoch=15, max_epochs=5, val_batches=4, lr_patience=2, early_stopping=3,
-                          precision="auto"),
+                          precision="auto", melody_epochs=3, melody_early_stopping=3, warm_start=True),
+    )
+
+
+def _standard() -> DeepSalienceConfig:
+    # The smallest setting that decides the claims (issue 13): train on TimGM6mb renders with the training
+    # instrument pools; validate and test on FluidR3 renders (Debian fluid-soundfont-gm) with held-out instruments
+    # (44 test clips: the whole test split); 2 training seeds per arm; melody warm-started from multi-f0 with the
+    # output bias at the positive rate. Sized for <= 30 min on an idle 2-core CPU.
+    return DeepSalienceConfig(
+        model=ModelConfig(widths=(32, 16, 16, 16, 8), bn_momentum=0.1, output_prior=True),
+        data=DataConfig(n_train=48, n_validation=16, n_test=44, max_seconds=10.0, soundfont="",
+                        eval_soundfont="fluidr3", eval_instruments="held_out"),
+        optim=OptimConfig(lr=1e-2, batch_size=16, rate=50),
+        train=TrainConfig(steps_per_epoch=20, max_epochs=6, val_batches=4, lr_patience=2, early_stopping=3,
+                          seeds=2, melody_epochs=5, melody_early_stopping=3, warm_start=True),
     )
 
 
@@ -113,4 +141,5 @@ def _paper() -> DeepSalienceConfig:
     return DeepSalienceConfig()
 
 
-PRESETS: Presets[DeepSalienceConfig] = Presets({"tiny": _tiny, "quick": _quick, "paper": _paper})
+PRESETS: Presets[DeepSalienceConfig] = Presets({"tiny": _tiny, "quick": _quick, "standard": _standard,
+                                                "paper": _paper})

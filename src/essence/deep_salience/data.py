@@ -147,10 +147,27 @@ class Item:
 
 
 def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool = False, renders: int = 1,
-                soundfont: str = "", seed: int = 0, device: str = "cpu", progress: bool = True) -> list[Item]:
-    """Render the first ``n`` chorales of a split (name order) and compute their HCQTs and labels."""
+                soundfont: str = "", seed: int = 0, device: str = "cpu", progress: bool = True,
+                instruments: str = "train") -> list[Item]:
+    """Render the first ``n`` chorales of a split (name order) and compute their HCQTs and labels.
+
+    ``instruments`` (with ``augment``): ``"train"`` draws each voice's instrument from the training pools,
+    ``"held_out"`` from instruments that no training pool contains (out-of-domain validation / test).
+    ``soundfont``: a .sf2 path or a known name (``fluidr3``); "" = TimGM6mb.
+    """
     from essence.core.progress import progress as bar
-    from essence.data.chorales import chorale_paths, chorale_split, load_chorale, render_chorale
+    from essence.data.chorales import (
+        HELD_OUT_POOLS,
+        TRAIN_POOLS,
+        chorale_paths,
+        chorale_split,
+        load_chorale,
+        render_chorale,
+    )
+
+    if instruments not in ("train", "held_out"):
+        raise ValueError(f"instruments must be 'train' or 'held_out', got {instruments!r}")
+    pools = HELD_OUT_POOLS if instruments == "held_out" else TRAIN_POOLS
     from essence.deep_salience.hcqt import HCQT, time_grid
 
     paths = [p for p in chorale_paths() if chorale_split(p.stem) == split]
@@ -166,7 +183,7 @@ def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool =
             chorale = load_chorale(path)
         for r in range(renders):
             rend = render_chorale(chorale, augment=augment, seed=seed + r, max_seconds=max_seconds or None,
-                                  soundfont=soundfont or None)
+                                  soundfont=soundfont or None, pools=pools)
             X = hcqt(rend.audio).cpu().numpy().astype(np.float16)
             times = time_grid(X.shape[-1])
             items.append(Item(f"{rend.name}#{r}", rend.audio, X, times, rend.f0_on_grid(times),

@@ -25,7 +25,8 @@ from essence.deep_salience.data import Item, PatchSampler, Track
 from essence.deep_salience.decode import sweep_threshold
 from essence.deep_salience.model import SalienceNet
 
-__all__ = ["bkld", "train", "TrainResult", "salience_of", "tune_threshold", "load_essence_checkpoint"]
+__all__ = ["bkld", "train", "TrainResult", "salience_of", "tune_threshold", "load_essence_checkpoint",
+           "constant_loss"]
 
 EPS = 1e-7
 
@@ -48,6 +49,13 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     threshold: float = 0.3
     threshold_table: dict = field(default_factory=dict)
+    const_val_loss: float = float("nan")   # validation loss of the best constant predictor (the positive rate)
+    positive_rate: float = float("nan")    # mean training target
+
+
+def constant_loss(batches, p: float) -> float:
+    """Loss of predicting the constant ``p`` everywhere on (x, y) batches: the bar a model must get below."""
+    return float(np.mean([float(bkld(torch.full_like(y, p), y)) for _, y in batches]))
 
 
 def _tracks(items: list[Item], task: str, blur: bool) -> list[Track]:
@@ -55,33 +63,49 @@ def _tracks(items: list[Item], task: str, blur: bool) -> list[Track]:
 
 
 def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item], *, device: str = "cpu",
-          run=None, name: str = "model", progress: bool = True) -> TrainResult:
-    """Train a :class:`SalienceNet` for ``cfg.train.task`` and return the best (lowest validation loss) model."""
+          run=None, name: str = "model", progress: bool = True, init: SalienceNet | None = None,
+          max_epochs: int | None = None, early_stopping: int | None = None) -> TrainResult:
+    """Train a :class:`SalienceNet` for ``cfg.train.task`` and return the best (lowest validation loss) model.
+
+    ``init``: a model of the same shape to start from (a warm start, e.g. melody from multi-f0); its output bias
+    is still reset to the task's positive rate when ``model.output_prior``. ``max_epochs`` / ``early_stopping``
+    override the config's (per-task schedules).
+    """
     tc, oc, mc = cfg.train, cfg.optim, cfg.model
+    max_epochs = tc.max_epochs if max_epochs is None else max_epochs
+    early_stopping = tc.early_stopping if early_stopping is None else early_stopping
     seed_everything(tc.seed)
     dev = torch.device(device)
     model = SalienceNet(in_channels=len(mc.channels), widths=mc.widths, input_bn=mc.input_bn,
                         bn_momentum=mc.bn_momentum).to(dev)
-    if mc.output_bias:
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    train_tracks = _tracks(train_items, tc.task, tc.blur)
+    positive = float(np.mean([t.target.mean() for t in train_tracks]))
+    if mc.output_prior:
+        p = min(max(positive, 1e-4), 0.5)
+        torch.nn.init.constant_(model.squishy.bias, float(np.log(p / (1 - p))))
+    elif mc.output_bias and init is None:
         torch.nn.init.constant_(model.squishy.bias, mc.output_bias)
     opt = torch.optim.Adam(model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=1e-8)  # Keras 2.0 Adam
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor,
                                                        patience=tc.lr_patience)
     channels = mc.channels if len(mc.channels) < 6 else None
-    sampler = PatchSampler(_tracks(train_items, tc.task, tc.blur), batch_size=oc.batch_size,
+    sampler = PatchSampler(train_tracks, batch_size=oc.batch_size,
                            n_t=oc.patch_frames, n_active=oc.n_active, rate=oc.rate, seed=tc.seed, channels=channels)
     val_sampler = PatchSampler(_tracks(val_items, tc.task, tc.blur), batch_size=oc.batch_size,
                                n_t=oc.patch_frames, n_active=oc.n_active, rate=oc.rate, seed=tc.seed + 1,
                                channels=channels)
     val_batches = [val_sampler.batch() for _ in range(tc.val_batches)]
+    const_val = constant_loss(val_batches, positive)
     prec = Precision(tc.precision, dev)
     if run is not None:
         run.record_precision(prec, quiet=not progress)
     best = (float("inf"), -1, copy.deepcopy(model.state_dict()))
     history, step, bad_epochs, t0 = [], 0, 0, time.time()
-    total = tc.steps_per_epoch * tc.max_epochs
+    total = tc.steps_per_epoch * max_epochs
     with ProgressBar(total=total, desc=f"train {name}", unit="step", disable=not progress) as bar:
-        for epoch in range(tc.max_epochs):
+        for epoch in range(max_epochs):
             model.train()
             losses = []
             for _ in range(tc.steps_per_epoch):
@@ -101,7 +125,7 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
                 val = float(np.mean([float(bkld(model(x.to(dev)).float(), y.to(dev))) for x, y in val_batches]))
             sched.step(val)
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
-                      "lr": opt.param_groups[0]["lr"]}
+                      "const_val_loss": const_val, "lr": opt.param_groups[0]["lr"]}
             history.append(record)
             if run is not None:
                 run.log(step, model=name, **record)
@@ -109,11 +133,12 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
                 best, bad_epochs = (val, epoch, copy.deepcopy(model.state_dict())), 0
             else:
                 bad_epochs += 1
-                if bad_epochs >= tc.early_stopping:
+                if bad_epochs >= early_stopping:
                     break
     model.load_state_dict(best[2])
     model.eval()
-    return TrainResult(model, best[0], best[1], len(history), step, time.time() - t0, history)
+    return TrainResult(model, best[0], best[1], len(history), step, time.time() - t0, history,
+                       const_val_loss=const_val, positive_rate=positive)
 
 
 @torch.no_grad()
