@@ -104,7 +104,8 @@ def test_tiny_reproduce(tmp_path):
     report = reproduce_method("corruptions", preset="tiny", out=tmp_path / "run", exact=True, device="cpu")
     assert len(report.claims) == 4
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    base = summary["models"]["alexnet"]
-    assert base["mCE"] == pytest.approx(1.0)                                # baseline against itself
+    base = summary["models"]["alexnet/s0"]
+    assert base["mCE"] == pytest.approx(1.0)                                # one baseline seed against itself
     assert (tmp_path / "run" / "figures" / "error_vs_severity.png").exists()
-    assert (tmp_path / "run" / "checkpoints" / "resnet.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "resnet_s0.safetensors").exists()
+    assert {"resnet+clahe/s0", "resnet+control/s0"} <= set(summary["models"])

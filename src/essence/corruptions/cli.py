@@ -112,7 +112,7 @@ def _cmd_train(args) -> int:
     idx = np.random.default_rng(cfg.data.seed).permutation(len(x))[:cfg.data.train_size]
     tc = cfg.train
     model = train_classifier(args.arch, x[idx], y[idx], epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr,
-                             weight_decay=tc.weight_decay, precision=tc.precision, seed=tc.seed,
+                             weight_decay=tc.weight_decay, precision=tc.precision, seed=tc.seeds[0],
                              device=resolve_device(args.device), log=lambda **kw: run.log(**kw))
     path = save_checkpoint(run.checkpoints_dir / args.arch, modules={"model": model}, config=cfg,
                            state={"arch": args.arch, "data": "fashion-mnist"})

@@ -1,4 +1,4 @@
-"""Configs of the robustness benchmark reproduction (Fashion-MNIST-C / -P)."""
+"""Configs of the robustness benchmark reproduction (composited Fashion-MNIST photos -C / -P)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ __all__ = ["DataConfig", "TrainConfig", "PerturbConfig", "CorruptionsConfig", "P
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Config):
-    train_size: int = 10000         # Fashion-MNIST training images used (of 60,000)
-    test_size: int = 600            # test images corrupted at every (corruption, severity) (of 10,000)
-    param_set: str = "auto"         # corruption parameters: auto (28x28 -> the CIFAR-10-C table) / imagenet / ...
-    batch_size: int = 600           # images corrupted / evaluated per batch
+    source: str = "composite"       # composite (Fashion-MNIST on photo crops, 32 px RGB) or fashion-mnist (28 px grey)
+    train_size: int = 5000          # training images (of 60,000)
+    test_size: int = 500            # test images corrupted at every (corruption, severity) (of 10,000)
+    param_set: str = "cifar"        # corruption parameters: CIFAR-10-C's (32 px); auto / imagenet / tiny
+    batch_size: int = 1000          # images corrupted / evaluated per batch (does not change the pixels)
     corruptions: str = "common"     # a subset name (common = the 15 of the benchmark) or comma-separated names
-    seed: int = 0                   # seeds the corruptions (the benchmark is fixed once generated)
+    seed: int = 0                   # seeds the data and the corruptions (the benchmark is fixed once generated)
+    cache: bool = True              # keep the corrupted test set under $ESSENCE_CACHE/corruptions
 
     def __post_init__(self):
         require_positive(self, "train_size", "test_size", "batch_size")
+        require_choice(self, "source", ("composite", "fashion-mnist"))
         require_choice(self, "param_set", ("auto", "imagenet", "tiny", "cifar"))
         from essence.corruptions.functional import CORRUPTIONS, SUBSETS
         if self.corruptions not in SUBSETS:
@@ -29,27 +32,36 @@ class DataConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Config):
-    archs: tuple[str, ...] = ("alexnet", "vgg", "resnet")   # first = the baseline ("AlexNet") for CE
-    epochs: int = 3
+    archs: tuple[str, ...] = ("alexnet", "mlp", "vgg", "resnet")   # first = the baseline ("AlexNet") for CE
+    seeds: tuple[int, ...] = (0,)   # training seeds per architecture
+    epochs: int = 4
     batch_size: int = 128
-    lr: float = 3e-3                # AdamW, one-cycle schedule
+    lr: float = 3e-3                # AdamW, cosine schedule with warm-up
     weight_decay: float = 5e-4
-    precision: str = "auto"         # auto: bf16 autocast where native (AMX / AVX512-BF16 / CUDA), else fp32
-    clahe_epochs: int = 1           # fine-tuning epochs of the last arch on CLAHE-equalised images (claim d)
-    seed: int = 0
+    augment: bool = True            # random crops (reflect pad 4) and horizontal flips
+    precision: str = "auto"         # training: bf16 autocast where native (AMX / AVX512-BF16 / CUDA), else fp32
+    eval_precision: str = "fp32"    # evaluation (every error of the benchmark)
+    histeq_arch: str = "resnet"     # claim (d): fine-tuned with CLAHE vs a control fine-tuned the same way
+    histeq_epochs: int = 1          # fine-tuning epochs of both arms of (d) (0: skip the claim)
+    histeq_lr: float = 1e-3         # their learning rate (cosine, no warm-up)
 
     def __post_init__(self):
-        require_positive(self, "epochs", "batch_size", "lr")
+        require_positive(self, "epochs", "batch_size", "lr", "histeq_lr")
         require(len(self.archs) >= 2, f"train.archs needs a baseline and at least one other, got {self.archs}")
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+                f"train.seeds must be distinct and at least one, got {self.seeds}")
         require_choice(self, "precision", ("auto", "fp32", "bf16"))
-        require(self.clahe_epochs >= 0, f"train.clahe_epochs must be >= 0, got {self.clahe_epochs}")
+        require_choice(self, "eval_precision", ("auto", "fp32", "bf16"))
+        require(self.histeq_epochs >= 0, f"train.histeq_epochs must be >= 0, got {self.histeq_epochs}")
+        require(self.histeq_epochs == 0 or self.histeq_arch in self.archs,
+                f"train.histeq_arch must be one of train.archs {self.archs}, got {self.histeq_arch!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PerturbConfig(Config):
     clips: int = 100                # test images turned into sequences
     perturbations: tuple[str, ...] = ("gaussian_noise", "brightness", "translate", "rotate", "scale")
-    pad: int = 4                    # geometric sequences act on a zero-padded canvas (28 + 2 pad), then crop 28
+    pad: int = 4                    # geometric sequences act on a reflect-free zero-padded canvas, then crop
 
     def __post_init__(self):
         require_positive(self, "clips")
@@ -64,14 +76,25 @@ class CorruptionsConfig(Config):
 
 
 PRESETS = Presets({
-    "tiny": lambda: CorruptionsConfig(data=DataConfig(train_size=512, test_size=64, batch_size=64,
-                                                      corruptions="gaussian_noise,defocus_blur,contrast"),
-                                      train=TrainConfig(epochs=1, batch_size=64, clahe_epochs=1),
+    "tiny": lambda: CorruptionsConfig(data=DataConfig(train_size=256, test_size=48, batch_size=32,
+                                                      corruptions="gaussian_noise,defocus_blur,contrast",
+                                                      cache=False),
+                                      train=TrainConfig(archs=("alexnet", "mlp", "resnet"), epochs=1, batch_size=64,
+                                                        histeq_epochs=1),
                                       perturb=PerturbConfig(clips=8, perturbations=("gaussian_noise", "rotate"))),
+    # previews every claim with one seed per architecture (its verdicts may be inconclusive)
     "quick": lambda: CorruptionsConfig(),
-    "paper": lambda: CorruptionsConfig(data=DataConfig(train_size=60000, test_size=10000),
-                                       train=TrainConfig(epochs=15, clahe_epochs=5, precision="fp32"),
-                                       perturb=PerturbConfig(clips=10000, perturbations=(
-                                           "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
-                                           "brightness", "translate", "rotate", "tilt", "scale"))),
+    # decides the claims: 5 architectures x 3 seeds, both arms of (d) on 3 seeds
+    "standard": lambda: CorruptionsConfig(
+        data=DataConfig(train_size=10000, test_size=1000),
+        train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2), epochs=6,
+                          histeq_epochs=2),
+        perturb=PerturbConfig(clips=200)),
+    "paper": lambda: CorruptionsConfig(
+        data=DataConfig(train_size=60000, test_size=10000),
+        train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2, 3, 4),
+                          epochs=30, histeq_epochs=5),
+        perturb=PerturbConfig(clips=10000, perturbations=("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur",
+                                                          "snow", "brightness", "translate", "rotate", "tilt",
+                                                          "scale"))),
 })

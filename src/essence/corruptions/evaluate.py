@@ -15,11 +15,11 @@ from essence.core.progress import ProgressBar
 from essence.corruptions.api import corrupt_tensor
 from essence.corruptions.functional import corruption_names
 from essence.corruptions.perturbations import PERTURBATIONS, perturbation_sequence
-from essence.corruptions.train import predict_logits
+from essence.corruptions.train import images_to_tensor, predict_logits
 from essence.metrics import robustness as R
 
 __all__ = ["evaluate_corruptions", "evaluate_perturbations", "ce_table", "severity_figure", "gallery_figure",
-           "load_baseline", "save_errors", "condition_seed"]
+           "load_baseline", "save_errors", "condition_seed", "corrupted_test_set", "per_item_errors"]
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -42,7 +42,7 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarr
     """
     names = list(names) if names is not None else corruption_names("common")
     preprocess = dict(preprocess or {})
-    x_all = torch.from_numpy(images).float().div_(255)[:, None]
+    x_all = images_to_tensor(images)
     y_all = torch.from_numpy(labels).long()
     wrong_clean = {m: 0 for m in models}
     wrong = {m: np.zeros((len(names), 5)) for m in models}
@@ -74,6 +74,68 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarr
     return clean, errors
 
 
+def corrupted_test_set(images: np.ndarray, names: Sequence[str], *, seed: int = 0, param_set: str = "auto",
+                       batch_size: int = 1000, cache: bool = True) -> np.ndarray:
+    """Every (corruption, severity) version of uint8 images (N, H, W[, C]), generated once: uint8
+    (C, 5, N, ch, H, W). Image i under (c, s) draws from (condition_seed(seed, c, s), i), so the set does
+    not depend on ``batch_size``. With ``cache``, stored under ``$ESSENCE_CACHE/corruptions`` keyed by the
+    images' hash, the names, the seed and the parameter set (a rerun reloads it instead of regenerating)."""
+    import hashlib
+
+    from essence.data.cache import cache_dir, cache_key
+
+    path = None
+    if cache:
+        digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
+        key = cache_key("corrupted-test-set/v1", digest, list(images.shape), list(names), seed, param_set)
+        path = cache_dir("corruptions") / f"testset-{key}.npy"
+        if path.exists():
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    out = np.empty((len(names), 5, *x.shape), dtype=np.uint8)
+    from essence.corruptions.api import corrupt
+
+    with ProgressBar(len(names) * 5, desc="corrupt the test set", unit="set") as bar:
+        for ci, name in enumerate(names):
+            for s in range(1, 6):
+                for start in range(0, len(x), batch_size):
+                    out[ci, s - 1, start:start + batch_size] = corrupt(
+                        x[start:start + batch_size], name, s, seed=condition_seed(seed, name, s), start=start,
+                        param_set=param_set).numpy()
+                bar.update(1)
+    if path is not None:
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(path)
+    return out
+
+
+@torch.no_grad()
+def per_item_errors(model: torch.nn.Module, clean: np.ndarray, corrupted: np.ndarray, labels: np.ndarray, *,
+                    preprocess: Preprocess | None = None, precision: str = "fp32",
+                    batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 errors of one model: clean (N,) and corrupted (C, 5, N), from uint8 images (N, ch, H, W) and the
+    set of :func:`corrupted_test_set`."""
+    y = torch.from_numpy(np.asarray(labels)).long()
+
+    def wrong(u8: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(u8)).float().div_(255)
+        if preprocess is not None:
+            x = preprocess(x)
+        return (predict_logits(model, x, precision=precision, batch_size=batch_size).argmax(1) != y).numpy()
+
+    clean_wrong = wrong(clean)
+    out = np.empty(corrupted.shape[:3], dtype=bool)
+    for c in range(corrupted.shape[0]):
+        for s in range(5):
+            out[c, s] = wrong(corrupted[c, s])
+    return clean_wrong, out
+
+
 @torch.no_grad()
 def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.ndarray, *,
                            perturbations: Sequence[str], pad: int = 4, seed: int = 0, difficulty: int = 1,
@@ -82,7 +144,7 @@ def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.nda
 
     Geometric sequences act on a zero-padded canvas (H + 2 pad) and are centre-cropped back to H x W.
     """
-    x = torch.from_numpy(images).float().div_(255)[:, None]
+    x = images_to_tensor(images)
     h, w = x.shape[-2:]
     canvas = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     fps: dict[str, dict[str, float]] = {m: {} for m in models}

@@ -3,10 +3,12 @@
 - ``alexnet``: this benchmark's baseline ("AlexNet"): two 5x5 conv layers with max-pooling and a small
   fully connected head, no normalisation layers (AlexNet's design, a few thousand times smaller).
 - ``vgg``: a VGG-style net (3x3 conv pairs with BatchNorm, as VGG-19+BN in Table 1).
-- ``resnet``: a pre-activation ResNet (BasicBlocks, two stages), as ResNet-18/50 in Table 1.
+- ``resnet``: a pre-activation ResNet (BasicBlocks, three stages), as ResNet-18/50 in Table 1.
+- ``mlp``: a one-hidden-layer perceptron (the least accurate model, to span a wide range of clean error).
+- ``wide_resnet``: the ResNet at twice the width (the most accurate).
 
-Every model takes images in [0, 1] (N, 1, H, W) and normalises them itself, so corrupted images can be fed
-directly.
+Every model takes images in [0, 1] (N, C, H, W) (C = 1: Fashion-MNIST, 3: the composited photos) and
+normalises them itself, so corrupted images can be fed directly.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from torch import nn
 
 from essence.core.registry import Registry
 
-__all__ = ["ARCHITECTURES", "build_model", "AlexNetSmall", "VGGSmall", "ResNetSmall"]
+__all__ = ["ARCHITECTURES", "build_model", "AlexNetSmall", "VGGSmall", "ResNetSmall", "MLP"]
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+RGB_MEAN, RGB_STD = 0.45, 0.25      # the composited photos (essence.data.composite)
 
 
 class _Normalize(nn.Module):
-    def __init__(self, mean: float, std: float):
+    def __init__(self, mean: float, std: float, in_channels: int = 1):
         super().__init__()
-        self.mean, self.std = mean, std
+        self.mean, self.std = (mean, std) if in_channels == 1 else (RGB_MEAN, RGB_STD)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -36,7 +39,7 @@ class AlexNetSmall(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            _Normalize(FMNIST_MEAN, FMNIST_STD),
+            _Normalize(FMNIST_MEAN, FMNIST_STD, in_channels),
             nn.Conv2d(in_channels, 8, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(7))
@@ -58,7 +61,7 @@ class VGGSmall(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _Normalize(FMNIST_MEAN, FMNIST_STD),
+            _Normalize(FMNIST_MEAN, FMNIST_STD, in_channels),
             *_conv_bn(in_channels, w), *_conv_bn(w, w), nn.MaxPool2d(2),
             *_conv_bn(w, 2 * w), *_conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
             *_conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -89,7 +92,8 @@ class ResNetSmall(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16, blocks: int = 1):
         super().__init__()
         w = width
-        layers: list[nn.Module] = [_Normalize(FMNIST_MEAN, FMNIST_STD), nn.Conv2d(in_channels, w, 3, 1, 1, bias=False)]
+        layers: list[nn.Module] = [_Normalize(FMNIST_MEAN, FMNIST_STD, in_channels),
+                                   nn.Conv2d(in_channels, w, 3, 1, 1, bias=False)]
         cin = w
         for cout, stride in ((w, 2), (2 * w, 2), (4 * w, 1)):
             for b in range(blocks):
@@ -103,10 +107,27 @@ class ResNetSmall(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MLP(nn.Module):
+    """flatten - fc(hidden) - ReLU - fc: no convolution, no translation invariance (AdaptiveAvgPool to 16 px
+    first, so it accepts any image size)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, hidden: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(_Normalize(FMNIST_MEAN, FMNIST_STD, in_channels), nn.AdaptiveAvgPool2d(16),
+                                      nn.Flatten(), nn.Linear(in_channels * 256, hidden), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 ARCHITECTURES: Registry[type[nn.Module]] = Registry("architecture")
 ARCHITECTURES.register("alexnet", AlexNetSmall)
 ARCHITECTURES.register("vgg", VGGSmall)
 ARCHITECTURES.register("resnet", ResNetSmall)
+ARCHITECTURES.register("mlp", MLP)
+ARCHITECTURES.register("wide_resnet", lambda in_channels=1, num_classes=10: ResNetSmall(in_channels, num_classes,
+                                                                                       width=32, blocks=1))
 
 
 def build_model(arch: str, in_channels: int = 1, num_classes: int = 10) -> nn.Module:

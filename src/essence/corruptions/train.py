@@ -12,38 +12,74 @@ from essence.core.loop import Precision, build_scheduler, check_finite
 from essence.core.progress import ProgressBar
 from essence.corruptions.model import build_model
 
-__all__ = ["train_classifier", "predict_logits", "clahe"]
+__all__ = ["train_classifier", "predict_logits", "clahe", "augment_batch", "images_to_tensor"]
 
 
-def clahe(x: torch.Tensor, clip_limit: float = 2.0, tiles: int = 4) -> torch.Tensor:
-    """Contrast Limited Adaptive Histogram Equalisation of each grey image (OpenCV), x (N, 1, H, W) in [0, 1]."""
+def clahe(x: torch.Tensor, clip_limit: float = 2.0, tiles: int = 2) -> torch.Tensor:
+    """Contrast Limited Adaptive Histogram Equalisation (OpenCV) of each image, x (N, C, H, W) in [0, 1]:
+    grey images directly, RGB images on the L channel of CIE Lab (colour kept). ``tiles`` x ``tiles`` tiles:
+    2 x 2 tiles of 16 px at 32 px (OpenCV's default 8 x 8 tiles are 28 px at ImageNet's 224)."""
     import cv2
 
     op = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles))
-    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-    out = np.stack([op.apply(img[0])[None] for img in u8])
-    return torch.from_numpy(out).to(x.device, torch.float32) / 255
+    u8 = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).cpu()
+    if x.shape[1] == 1:
+        out = np.stack([op.apply(img[0])[None] for img in u8.numpy()])
+    else:
+        hwc = u8.permute(0, 2, 3, 1).contiguous().numpy()
+        out = np.empty_like(hwc)
+        for i, img in enumerate(hwc):
+            lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+            lab[..., 0] = op.apply(np.ascontiguousarray(lab[..., 0]))
+            out[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+        out = out.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(out)).to(x.device, torch.float32) / 255
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    return t.float().div_(255).contiguous()
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation, per sample: random crop from a reflect-padded image and a random
+    horizontal flip (the paper's rule allows crops and flips)."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+    out = torch.gather(padded, 2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(n, x.shape[1], h, w)
+    out = torch.gather(out, 3, cols)
+    flip = torch.rand(n, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, lr: float,
                      weight_decay: float, precision: str = "auto", seed: int = 0, device: torch.device | str = "cpu",
                      model: torch.nn.Module | None = None, transform: Callable | None = None,
+                     augment: bool = False, warmup: bool = True,
                      log: Callable | None = None, desc: str = "") -> torch.nn.Module:
-    """Train ``arch`` (or continue ``model``) on uint8 images (N, H, W) with AdamW + one-cycle cross-entropy.
+    """Train ``arch`` (or continue ``model``) on uint8 images (N, H, W) or (N, H, W, C) with AdamW and a
+    cosine schedule (linear warm-up over 10% of the steps when ``warmup``), cross-entropy.
 
-    ``transform`` maps a float batch (N, 1, H, W) to the network input (e.g. :func:`clahe`).
+    ``augment``: random crops and flips (:func:`augment_batch`); ``transform`` maps the float batch
+    (N, C, H, W) to the network input (e.g. :func:`clahe`), after augmentation.
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = model if model is not None else build_model(arch)
+    x_all = images_to_tensor(images)
+    net = model if model is not None else build_model(arch, in_channels=x_all.shape[1])
     net = net.to(device).to(memory_format=torch.channels_last)
-    x_all = torch.from_numpy(images).float().div_(255)[:, None]
     y_all = torch.from_numpy(labels).long()
     steps_per_epoch = max(len(x_all) // batch_size, 1)
     total = epochs * steps_per_epoch
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = build_scheduler(opt, "cosine", total, warmup_steps=max(total // 10, 1))
+    sched = build_scheduler(opt, "cosine", total, warmup_steps=max(total // 10, 1) if warmup else 0)
     prec = Precision(precision, device)
     step = 0
     net.train()
@@ -53,6 +89,8 @@ def train_classifier(arch: str, images: np.ndarray, labels: np.ndarray, *, epoch
             for i in range(steps_per_epoch):
                 idx = order[i * batch_size:(i + 1) * batch_size]
                 xb, yb = x_all[idx], y_all[idx]
+                if augment:
+                    xb = augment_batch(xb, gen)
                 if transform is not None:
                     xb = transform(xb)
                 xb = xb.to(device).contiguous(memory_format=torch.channels_last)
