@@ -59,6 +59,19 @@ def test_bad_metric_input():
         corruption_error([50, 60, 70, 80, 90], [0.5] * 5)
     with pytest.raises(ValueError, match="lack corruptions"):
         mce({"fog": [0.1] * 5}, {"snow": [0.1] * 5}, corruptions=["fog"])
+
+
+def test_incomplete_sets_and_clean_error_ranges_are_refused():
+    partial = {c: ALEXNET_ERRORS[c] for c in BENCHMARK_CORRUPTIONS[:14]}          # jpeg_compression missing
+    with pytest.raises(ValueError, match="14 of the 15.*jpeg_compression"):
+        mce(partial)
+    with pytest.raises(ValueError, match="14 of the 15"):
+        relative_mce(partial, 0.3)
+    assert mce(partial, allow_partial=True) == pytest.approx(1.0)
+    assert mce(partial, corruptions=BENCHMARK_CORRUPTIONS[:3]) == pytest.approx(1.0)
+    for bad in (43.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="clean_error must be an error rate"):
+            relative_mce(ALEXNET_ERRORS, bad)
     with pytest.raises(ValueError, match="difficulty"):
         flip_probability(np.zeros((2, 5)), noise=False, difficulty=4)
 

@@ -79,22 +79,35 @@ def corruption_error(errors: Sequence[float], baseline: Sequence[float]) -> floa
 
 
 def _common(errors: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
-            corruptions: Sequence[str] | None) -> list[str]:
+            corruptions: Sequence[str] | None, allow_partial: bool = False) -> list[str]:
     names = list(corruptions) if corruptions is not None else [c for c in BENCHMARK_CORRUPTIONS if c in errors]
     if not names:
         raise ValueError("no corruptions to average over (errors has none of the benchmark corruptions)")
+    if corruptions is None and not allow_partial and len(names) < len(BENCHMARK_CORRUPTIONS):
+        absent = [c for c in BENCHMARK_CORRUPTIONS if c not in errors]
+        raise ValueError(f"errors cover {len(names)} of the 15 benchmark corruptions (missing {absent}); an mCE "
+                         "over a subset is not the benchmark's: pass corruptions=[...] or allow_partial=True")
     missing = [c for c in names if c not in errors or c not in baseline]
     if missing:
         raise ValueError(f"errors or baseline lack corruptions {missing}")
     return names
 
 
+def _clean(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
+            not np.isfinite(value) or not 0 <= value <= 1:
+        raise ValueError(f"{what} must be an error rate in [0, 1], got {value!r}")
+    return float(value)
+
+
 def mce(errors: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]] | None = None,
-        corruptions: Sequence[str] | None = None) -> float:
-    """Mean CE over ``corruptions`` (default: the benchmark corruptions present in ``errors``), normalised by
-    ``baseline`` (default: AlexNet on ImageNet-C)."""
+        corruptions: Sequence[str] | None = None, *, allow_partial: bool = False) -> float:
+    """Mean CE over ``corruptions``, normalised by ``baseline`` (default: AlexNet on ImageNet-C).
+
+    Without ``corruptions``, ``errors`` must cover the 15 benchmark corruptions (a ValueError names the missing
+    ones) unless ``allow_partial=True``, which averages over the benchmark corruptions present."""
     baseline = ALEXNET_ERRORS if baseline is None else baseline
-    names = _common(errors, baseline, corruptions)
+    names = _common(errors, baseline, corruptions, allow_partial)
     return float(np.mean([corruption_error(errors[c], baseline[c]) for c in names]))
 
 
@@ -102,6 +115,8 @@ def relative_corruption_error(errors: Sequence[float], clean_error: float, basel
                               baseline_clean_error: float) -> float:
     """RelCE_c = sum_s (E^f_{s,c} - E^f_clean) / sum_s (E^base_{s,c} - E^base_clean)."""
     e, b = _five(errors, "errors"), _five(baseline, "baseline errors")
+    clean_error = _clean(clean_error, "clean_error")
+    baseline_clean_error = _clean(baseline_clean_error, "baseline_clean_error")
     denom = float((b - baseline_clean_error).sum())
     if abs(denom) < 1e-12:
         raise ValueError("the baseline's errors equal its clean error; relative CE is undefined")
@@ -110,20 +125,21 @@ def relative_corruption_error(errors: Sequence[float], clean_error: float, basel
 
 def relative_mce(errors: Mapping[str, Sequence[float]], clean_error: float,
                  baseline: Mapping[str, Sequence[float]] | None = None, baseline_clean_error: float | None = None,
-                 corruptions: Sequence[str] | None = None) -> float:
-    """Mean relative CE (default baseline: AlexNet, clean error 43.5%)."""
+                 corruptions: Sequence[str] | None = None, *, allow_partial: bool = False) -> float:
+    """Mean relative CE (default baseline: AlexNet, clean error 43.5%); ``corruptions`` / ``allow_partial`` as
+    in :func:`mce`."""
     if baseline is None:
         baseline, baseline_clean_error = ALEXNET_ERRORS, ALEXNET_CLEAN_ERROR
     if baseline_clean_error is None:
         raise ValueError("relative mCE needs the baseline's clean error")
-    names = _common(errors, baseline, corruptions)
+    names = _common(errors, baseline, corruptions, allow_partial)
     return float(np.mean([relative_corruption_error(errors[c], clean_error, baseline[c], baseline_clean_error)
                           for c in names]))
 
 
 def unnormalized_mean_error(errors: Mapping[str, Sequence[float]], corruptions: Sequence[str] | None = None) -> float:
     """Mean top-1 error over corruptions and severities, NOT normalised (what ImageNet-C/test.py prints)."""
-    names = _common(errors, errors, corruptions)
+    names = _common(errors, errors, corruptions, allow_partial=True)
     return float(np.mean([_five(errors[c], c).mean() for c in names]))
 
 
