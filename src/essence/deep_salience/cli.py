@@ -18,8 +18,41 @@ __all__ = ["main", "resolve_weights"]
 DEFAULT_FILES = {"multif0": "multif0", "melody": "melody2", "bass": "bass"}
 
 
+def _pick_in_dir(path: Path, task: str) -> Path:
+    """The file a directory stands for: a run directory's main model for ``task`` (``<task>-hcqt``, never an
+    ablation such as ``multif0-cqt`` unless it is the only one), or the released file of ``task`` in a folder of
+    Keras .h5 files."""
+    ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    ckpts = sorted(ckdir.glob(f"{task}-*.safetensors"))
+    if ckpts:
+        main = [c for c in ckpts if c.stem == f"{task}-hcqt"]
+        if main:
+            return main[0]
+        if len(ckpts) == 1:
+            return ckpts[0]
+        raise ValueError(f"{path} holds several {task} checkpoints ({', '.join(c.name for c in ckpts)}) and no "
+                         f"main model {task}-hcqt.safetensors; pass one file with --weights")
+    h5s = sorted(path.glob("*.h5"))
+    if h5s:
+        want = path / f"{DEFAULT_FILES[task]}.h5"
+        if want.is_file():
+            return want
+        raise ValueError(f"{path} is a folder of Keras files without {want.name} (the released {task} model); it "
+                         f"holds {', '.join(h.name for h in h5s[:8])}: pass one file with --weights")
+    others = sorted(ckdir.glob("*.safetensors"))
+    if others:
+        raise ValueError(f"run directory {path} has no checkpoint for task {task!r} (it has "
+                         f"{', '.join(c.name for c in others)}); pass --task to match")
+    raise FileNotFoundError(f"{path} is a directory without essence checkpoints (*.safetensors) or Keras "
+                            f"weights (*.h5)")
+
+
 def resolve_weights(weights: str | None, task: str):
-    """(model, default tau, channels, description) from a Keras .h5, an essence checkpoint or a run dir."""
+    """(model, default tau, channels, description) from a Keras .h5, an essence checkpoint, a run directory
+    (its main ``<task>-hcqt`` model) or a folder of released .h5 files (``<task default>.h5``).
+
+    The description names the file that was loaded.
+    """
     import h5py
 
     from essence.deep_salience.model import load_keras_h5
@@ -38,24 +71,18 @@ def resolve_weights(weights: str | None, task: str):
     path = Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"weights not found: {path}")
-    if path.is_file() and h5py.is_hdf5(str(path)):
-        return load_keras_h5(path, task=task), 0.3, None, f"Keras weights {path.name}"
     if path.is_dir():
-        ckpts = sorted((path / "checkpoints").glob(f"{task}-*.safetensors")) if (path / "checkpoints").is_dir() \
-            else []
-        if not ckpts and not list(path.glob("*.safetensors")) and not (path / "checkpoints").is_dir():
-            raise FileNotFoundError(f"{path} is a directory without essence checkpoints")
-        if not ckpts:
-            raise ValueError(f"run directory {path} has no checkpoint for task {task!r}")
-        path = ckpts[0]
-    elif path.suffix not in (".safetensors",):
+        path = _pick_in_dir(path, task)
+    if path.is_file() and h5py.is_hdf5(str(path)):
+        return load_keras_h5(path, task=task), 0.3, None, f"Keras weights {path}"
+    if path.suffix not in (".safetensors",):
         raise ValueError(f"{path} is neither a Keras .h5 (HDF5) file nor an essence .safetensors checkpoint")
     model, cfg, state = load_essence_checkpoint(path)
     if state.get("task") != task:
         raise ValueError(f"{path} was trained for task {state.get('task')!r}, not {task!r}; pass --task "
                          f"{state.get('task')} or other weights")
     channels = cfg.model.channels if len(cfg.model.channels) < 6 else None
-    return model, float(state.get("threshold", 0.3)), channels, f"essence checkpoint {path.name}"
+    return model, float(state.get("threshold", 0.3)), channels, f"essence checkpoint {path}"
 
 
 def _out_path(base: str | None, audio: Path, many: bool, suffix: str) -> Path | None:
@@ -67,6 +94,27 @@ def _out_path(base: str | None, audio: Path, many: bool, suffix: str) -> Path | 
         return p / f"{audio.stem}{suffix}"
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def _check_outputs(args, many: bool) -> None:
+    """Refuse, before any work, a file name for several inputs and an output place that cannot be written."""
+    import tempfile
+
+    for flag, value in (("-o/--output", args.output), ("--salience", args.salience), ("--plot", args.plot),
+                        ("--midi", args.midi)):
+        if value is None:
+            continue
+        p = Path(value)
+        if many and p.suffix and not p.is_dir():
+            raise UsageError(f"{flag} {value} names one file but {len(args.audio)} audio files were given; pass a "
+                             f"folder (one output per input is written there)")
+        folder = p if (many or p.is_dir() or not p.suffix) else p.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UsageError(f"{flag} {value}: cannot write to {folder} ({err.strerror or err})") from None
 
 
 def _predict(args) -> int:
@@ -94,11 +142,13 @@ def _predict(args) -> int:
     for a in audios:  # fail before loading a model
         if not a.exists():
             raise FileNotFoundError(f"audio file not found: {a}")
+    _check_outputs(args, len(audios) > 1)
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tau, channels, what = resolve_weights(args.weights, args.task)
     tau = args.threshold if args.threshold is not None else tau
+    console.print(f"weights: {what} (tau {tau:.2f})", highlight=False)
     predictor = Predictor(model, device, chunk_seconds=args.chunk_seconds, channels=channels)
     many = len(audios) > 1
     for audio in audios:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["SalienceNet", "load_keras_h5", "read_keras_h5", "KERAS_TASKS", "PAPER_WIDTHS", "WeightsError",
-           "task_of_keras_file"]
+           "task_of_keras_file", "released_name", "RELEASED_SHA256"]
 
 PAPER_WIDTHS = (128, 64, 64, 64, 8)
 _CONVS = ("bendy1", "bendy2", "smoothy1", "smoothy2", "distribute", "squishy")
@@ -94,9 +94,30 @@ class SalienceNet(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # Keras .h5 import (h5py only, no TensorFlow)
 # ----------------------------------------------------------------------------------------------------------
+# sha256 of the seven released files (rabitt/ismir2017-deepsalience predict/weights): identifies a renamed copy
+RELEASED_SHA256 = {
+    "e0e839166242aeaca69a26449e997dd67f58056f05e337985f3ec88a3118ceb4": "bass",
+    "7fc1daf6250933f96e5b753dfc8bb830ae7a2711f4883efd653c97b1b21f8e94": "melody1",
+    "96ccbfb713f62ded590de4c08ae49a4bd2bfd6c3450e9f85fee51ccae4054fb0": "melody2",
+    "0bd9227670fecef33b5c4f27e6d1732c2f63b178a5d1e4b18a061f5cc11b58e2": "melody3",
+    "a426f89d098478249df02db401f812c33de82a5bd7006f22912a8f9146d4f19f": "multif0",
+    "7f1ef1dc450de951079b98952addb94d30945563b313232d2900f83a3ea4ce81": "pitch",
+    "1a189b2de870333612df0c2a8eed122695a2dfd76240d5e3a542d12c48cbf7f4": "vocal",
+}
+
+
+def released_name(path: str | Path) -> str | None:
+    """Which released file this is (``'melody2'``...), by content hash, whatever its name; else None."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size > 4 << 20:  # the released files are 1.7 MB
+        return None
+    return RELEASED_SHA256.get(sha256_file(p))
+
+
 def task_of_keras_file(path: str | Path) -> str | None:
-    """The essence task a released file was trained for, from its name (``melody2.h5`` -> ``melody``)."""
-    stem = Path(path).stem.lower()
+    """The essence task a released file was trained for: by content hash (a renamed copy is still recognised),
+    else from its name (``melody2.h5`` -> ``melody``)."""
+    stem = (released_name(path) or Path(path).stem).lower()
     for task, names in KERAS_TASKS.items():
         if stem in names:
             return task
@@ -148,6 +169,9 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
     except (OSError, KeyError) as err:
         raise WeightsError(f"{path}: cannot read the Keras weights ({err}); the file is corrupt or "
                            f"truncated") from None
+    bad = sorted(k for k, v in out.items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise WeightsError(f"{path}: weights contain NaN or inf ({', '.join(bad[:4])}{'...' if len(bad) > 4 else ''})")
     missing = [c for c in _CONVS if f"{c}.kernel" not in out]
     if missing or n_bn not in (5, 6):
         raise WeightsError(f"{path}: not a Deep Salience model (convolutions missing: {missing}, "

@@ -10,8 +10,9 @@ original used non-overlapping 2000-frame chunks). Memory is bounded by the chunk
 signal itself is held (88 kB per second of audio), and the salience map only when ``--salience`` or ``--plot``
 asks for it.
 
-Degenerate input: silent audio gives a warning and an all-zero salience (no F0 anywhere); unreadable, empty,
-NaN/inf and shorter-than-one-frame audio raise ``ValueError``.
+Degenerate input: silent or near-silent audio (peak CQT magnitude below the 1e-5 floor of the log scaling)
+gives a warning and an all-zero salience (no F0 anywhere), chunk by chunk; unsigned PCM (8-bit WAV) is centred on
+its mid value; unreadable, empty, NaN/inf and shorter-than-one-frame audio raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from essence.deep_salience.model import SalienceNet
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "plot_salience",
            "SilentAudioWarning"]
 
+AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
 _CONTEXT_S = 4.0
 _CNN_CONTEXT = 8
 
@@ -46,8 +48,11 @@ def prepare_audio(y: np.ndarray, sr: int, *, name: str = "audio") -> np.ndarray:
         raise ValueError(f"{name}: sample rate must be a positive integer, got {sr!r}")
     if y.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a numeric audio array, got dtype {y.dtype}")
-    if y.dtype.kind in "iu":  # PCM integers -> [-1, 1)
+    if y.dtype.kind == "i":  # signed PCM integers -> [-1, 1)
         y = y.astype(np.float32) / float(np.iinfo(y.dtype).max + 1)
+    elif y.dtype.kind == "u":  # unsigned PCM (8-bit WAV) is offset binary: silence is the mid value
+        half = float(np.iinfo(y.dtype).max + 1) / 2.0
+        y = (y.astype(np.float64) - half).astype(np.float32) / half
     if y.ndim == 2:  # (n, channels) as soundfile gives, or (channels, n) as librosa gives
         y = y.mean(axis=1) if y.shape[0] >= y.shape[1] else y.mean(axis=0)
     if y.ndim != 1:
@@ -182,8 +187,7 @@ class Predictor:
         if float(np.abs(y).max()) == 0.0:
             warnings.warn("the audio is silent: the salience is all zero and no F0 is reported",
                           SilentAudioWarning, stacklevel=2)
-            n = self.n_frames(len(y))
-            yield 0, np.zeros((360, n), np.float32)
+            yield from self._zeros(len(y))
             return
         if n_chunks == 1:
             mag = self.hcqt(y, log=False)
@@ -193,12 +197,25 @@ class Predictor:
         else:  # first pass: the whole file's maximum, as the original's ref=np.max
             ref = max(float(m.max()) for _, _, _, m in self._hcqt_chunks(y, None))
             chunks = self._hcqt_chunks(y, ref)
+        if ref < AMIN:  # every bin would clamp to the floor and read as 0 dB (1.0) everywhere
+            warnings.warn(f"the audio is near-silent (peak CQT magnitude {ref:.2g} is below the {AMIN:g} floor of "
+                          f"the log scaling): the salience is all zero and no F0 is reported",
+                          SilentAudioWarning, stacklevel=2)
+            yield from self._zeros(len(y))
+            return
         from essence.core.progress import ProgressBar
 
         with ProgressBar(total=n_chunks, desc="salience", unit="chunk", disable=not progress or n_chunks == 1) as bar:
             for f0, n, lc, X in chunks:
                 yield f0, self._cnn(X, lc, n).float().cpu().numpy()
                 bar.update(1)
+
+    def _zeros(self, n_samples: int) -> Iterator[tuple[int, np.ndarray]]:
+        """All-zero salience chunk by chunk (a long silent file never allocates its whole map here)."""
+        n_total = self.n_frames(n_samples)
+        step = max(1, self.chunk // HOP_LENGTH)
+        for f0 in range(0, n_total, step):
+            yield f0, np.zeros((360, min(step, n_total - f0)), np.float32)
 
     def salience(self, y: np.ndarray, progress: bool = False) -> np.ndarray:
         """The whole (360, T) salience map."""

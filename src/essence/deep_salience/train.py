@@ -184,7 +184,9 @@ def load_essence_checkpoint(path) -> tuple[SalienceNet, DeepSalienceConfig, dict
     if p.is_dir():
         cands = sorted((p / "checkpoints").glob("*.safetensors")) if (p / "checkpoints").is_dir() else []
         cands = cands or sorted(p.glob("*.safetensors"))
-        pick = [c for c in cands if c.stem.startswith("multif0")] or cands
+        # the main model: multif0-hcqt (never an ablation such as multif0-cqt ahead of it), then any multif0
+        pick = ([c for c in cands if c.stem == "multif0-hcqt"] or [c for c in cands if c.stem.startswith("multif0")]
+                or cands)
         if not pick:
             raise FileNotFoundError(f"no essence checkpoint (*.safetensors) in run directory {p}")
         p = pick[0]
@@ -201,4 +203,7 @@ def load_essence_checkpoint(path) -> tuple[SalienceNet, DeepSalienceConfig, dict
         load_checkpoint(p, modules={"model": model}, restore_rng=False)
     except CheckpointError as err:
         raise ValueError(str(err)) from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{p}: weights contain NaN or inf ({', '.join(bad[:4])})")
     return model.eval(), cfg, ckpt.state
