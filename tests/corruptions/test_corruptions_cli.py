@@ -75,26 +75,47 @@ def test_perturbation_sequences():
     x = torch.rand(2, 1, 36, 36)
     for name in ("gaussian_noise", "translate", "rotate", "brightness"):
         p = PERTURBATIONS.get(name)
-        f = perturbation_sequence(x, name, 1, crop=(28, 28), generator=torch.Generator().manual_seed(0))
+        f = perturbation_sequence(x, name, 1, crop=(28, 28), generator=torch.Generator().manual_seed(0),
+                                  param_set="imagenet")
         assert f.shape == (2, p.frames, 1, 28, 28)
         assert torch.equal(f, torch.floor(f * 255 + 1e-3) / 255)          # 8-bit frames
     # noise: frame 0 is the clean (cropped) image; frames differ from it by ~sigma = 0.03
     f = perturbation_sequence(torch.full((1, 3, 64, 64), 0.5), "gaussian_noise", 1,
-                              generator=torch.Generator().manual_seed(0))
+                              generator=torch.Generator().manual_seed(0), param_set="imagenet")
     assert torch.allclose(f[:, 0], torch.full_like(f[:, 0], 0.5), atol=1 / 255)
     assert abs(float((f[:, 1:] - 0.5).std()) - 0.03) < 0.005
     # translate: frame 20 is the identity, frame 21 is shifted by one pixel to the right
     img = torch.rand(1, 1, 40, 40)
-    f = perturbation_sequence(img, "translate", crop=(30, 30))
+    f = perturbation_sequence(img, "translate", crop=(30, 30), param_set="imagenet")
     assert torch.allclose(f[0, 20], torch.floor(img[0, :, 5:35, 5:35] * 255 + 1e-4) / 255)
     assert torch.allclose(f[0, 21][:, :, 1:], f[0, 20][:, :, :-1])
     # brightness on grey: +0.02 per frame
-    g = perturbation_sequence(torch.full((1, 1, 16, 16), 0.4), "brightness")
+    g = perturbation_sequence(torch.full((1, 1, 16, 16), 0.4), "brightness", param_set="imagenet")
     assert torch.allclose(g[0, 16] - g[0, 15], torch.full_like(g[0, 0], 0.02), atol=1.5 / 255)
     with pytest.raises(ValueError, match="difficulty"):
         perturbation_sequence(x, "rotate", 4)
     with pytest.raises(ValueError, match="did you mean"):
         perturbation_sequence(x, "rotat")
+
+
+def test_cifar_p_parameters_at_32_px():
+    """CIFAR-10-P (make_cifar_p.py): translate i - 7 over 16 frames on the image itself, 21 motion-blur frames,
+    sigma 0.02 noise, brightness steps of 0.015; ``auto`` picks it at 32 px."""
+    from essence.corruptions.perturbations import frame_count
+
+    img = torch.rand(1, 3, 32, 32)
+    f = perturbation_sequence(img, "translate")                                  # auto -> cifar
+    assert f.shape[1] == 16 == frame_count("translate", "cifar")
+    assert torch.allclose(f[0, 7], torch.floor(img[0] * 255 + 1e-4) / 255)        # frame 7: no shift
+    assert torch.allclose(f[0, 8][:, :, 1:], f[0, 7][:, :, :-1])                  # one pixel per frame
+    assert torch.all(f[0, 8][:, :, 0] == 0)                                        # zero fill, no canvas
+    assert perturbation_sequence(img, "motion_blur").shape[1] == 21
+    n = perturbation_sequence(torch.full((1, 3, 32, 32), 0.5), "gaussian_noise", 1,
+                              generator=torch.Generator().manual_seed(0))
+    assert abs(float((n[:, 1:] - 0.5).std()) - 0.02) < 0.004
+    g = perturbation_sequence(torch.full((1, 3, 32, 32), 0.4), "brightness")
+    assert torch.allclose(g[0, 16] - g[0, 15], torch.full_like(g[0, 0], 0.015), atol=1.5 / 255)
+    assert frame_count("translate", "imagenet") == 41 and frame_count("translate", "tiny") == 31
 
 
 @pytest.mark.slow  # ~20 s alone, over 30 s on a busy 2-core machine

@@ -61,7 +61,7 @@ class TrainConfig(Config):
 class PerturbConfig(Config):
     clips: int = 100                # test images turned into sequences
     perturbations: tuple[str, ...] = ("gaussian_noise", "brightness", "translate", "rotate", "scale")
-    pad: int = 4                    # geometric sequences act on a reflect-free zero-padded canvas, then crop
+    pad: int = 0                    # geometric sequences: on a zero-padded canvas, then crop (0: CIFAR-10-P's way)
 
     def __post_init__(self):
         require_positive(self, "clips")

@@ -138,11 +138,13 @@ def per_item_errors(model: torch.nn.Module, clean: np.ndarray, corrupted: np.nda
 
 @torch.no_grad()
 def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.ndarray, *,
-                           perturbations: Sequence[str], pad: int = 4, seed: int = 0, difficulty: int = 1,
-                           precision: str = "auto") -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+                           perturbations: Sequence[str], pad: int = 0, seed: int = 0, difficulty: int = 1,
+                           precision: str = "auto", param_set: str = "auto",
+                           ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """FP and uT5D {model: {perturbation: value}} on sequences made from uint8 images (N, H, W).
 
-    Geometric sequences act on a zero-padded canvas (H + 2 pad) and are centre-cropped back to H x W.
+    Geometric sequences act on a zero-padded canvas (H + 2 pad) and are centre-cropped back to H x W (pad 0:
+    on the image itself, as CIFAR-10-P). ``param_set`` chooses the P table (auto: by size).
     """
     x = images_to_tensor(images)
     h, w = x.shape[-2:]
@@ -152,7 +154,8 @@ def evaluate_perturbations(models: Mapping[str, torch.nn.Module], images: np.nda
     for p in perturbations:
         info = PERTURBATIONS.get(p)
         gen = torch.Generator().manual_seed(condition_seed(seed, p, difficulty))
-        frames = perturbation_sequence(canvas if info.geometric else x, p, difficulty, crop=(h, w), generator=gen)
+        frames = perturbation_sequence(canvas if info.geometric else x, p, difficulty, crop=(h, w), generator=gen,
+                                      param_set=param_set)
         flat = frames.reshape(-1, *frames.shape[2:])
         for m, model in models.items():
             logits = predict_logits(model, flat, precision=precision).reshape(frames.shape[0], frames.shape[1], -1)

@@ -6,7 +6,13 @@ act on the whole input and the frames are centre crops of size ``crop`` (ImageNe
 crop 224, so new content slides in); other perturbations crop first. The original stores the frames as
 MP4 (libx264); that lossy step is not reproduced (frames stay exact).
 
-Frame counts: 31 (frame 0 = clean for the noise sequences), translate 41. Noise sequences are compared
+Parameters per ``param_set`` (:data:`P_PARAMS`, transcribed from ``make_imagenet_p.py``,
+``make_tinyimagenet_p.py`` and ``make_cifar_p.py``; ``auto`` picks by the crop size as for the corruptions):
+CIFAR-10-P moves 1 px per frame over 16 translate frames and uses 21 motion-blur frames, smaller noise and
+brightness steps, a 2x snow zoom and a narrower scale range than ImageNet-P.
+
+Frame counts: 31 (frame 0 = clean for the noise sequences), translate 41 / 31 / 16 (ImageNet / Tiny /
+CIFAR), motion blur 21 in CIFAR-10-P. Noise sequences are compared
 with frame 0, the others frame to frame (see :mod:`essence.metrics.robustness`). ``difficulty`` selects the
 noise level of the noise sequences (1, 2, 3 -> separate stored sets in the original); for the others it is
 the evaluation stride and does not change the frames.
@@ -24,7 +30,8 @@ import torch.nn.functional as F
 from essence.core.registry import Registry
 from essence.corruptions import ops
 
-__all__ = ["Perturbation", "PERTURBATIONS", "TEST_PERTURBATIONS", "perturbation_sequence"]
+__all__ = ["Perturbation", "PERTURBATIONS", "TEST_PERTURBATIONS", "perturbation_sequence", "P_PARAMS",
+           "frame_count"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,49 @@ for _p in [Perturbation("gaussian_noise", 31, True, False, True), Perturbation("
            Perturbation("spatter", 31, False, False, False), Perturbation("shear", 31, False, True, False)]:
     PERTURBATIONS.register(_p.name, _p)
 TEST_PERTURBATIONS = tuple(n for n in PERTURBATIONS if PERTURBATIONS.get(n).test)
+
+# The original scripts' constants, frame index i (noise: per difficulty 1, 2, 3).
+P_PARAMS: dict[str, dict[str, object]] = {
+    "imagenet": {
+        "gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300, 120, 60), "speckle_noise": (0.05, 0.10, 0.15),
+        "motion_blur": dict(frames=31, radius=10, sigma=3, angle0=-30, angle_step=4.0),
+        "snow": dict(loc=0.05, scale=0.3, zoom=3, thresh=0.5, radius=14, sigma=4, blend=0.85),
+        "brightness_step": 0.02, "translate": dict(frames=41, center=20), "tilt_step": 1.0,
+        "scale": (2.5, 40), "gaussian_blur": (0.25, 0.035, 6.0),
+        "spatter": dict(loc=0.65, scale=0.27, sigma=3.7, thresh=0.69, kernel=(0.05, 0.1, 0.15, 0.7)),
+    },
+    "tiny": {
+        "gaussian_noise": (0.025, 0.05, 0.075), "shot_noise": (500, 250, 125), "speckle_noise": (0.05, 0.10, 0.15),
+        "motion_blur": dict(frames=31, radius=14, sigma=3, angle0=-30, angle_step=5.0),
+        "snow": dict(loc=0.05, scale=0.28, zoom=2, thresh=0.5, radius=10, sigma=2.5, blend=0.85),
+        "brightness_step": 0.02, "translate": dict(frames=31, center=15), "tilt_step": 1.0,
+        "scale": (2.5, 40), "gaussian_blur": (0.35, 0.014, 7.0),
+        "spatter": dict(loc=0.6, scale=0.25, sigma=1.75, thresh=0.7, kernel=(0.2, 0.8)),
+    },
+    "cifar": {
+        "gaussian_noise": (0.02, 0.04, 0.06), "shot_noise": (700, 400, 200), "speckle_noise": (0.05, 0.07, 0.10),
+        "motion_blur": dict(frames=21, radius=6, sigma=1.8, angle0=-20, angle_step=9.0),
+        "snow": dict(loc=0.05, scale=0.3, zoom=2, thresh=0.5, radius=10, sigma=2, blend=0.85),
+        "brightness_step": 0.015, "translate": dict(frames=16, center=7), "tilt_step": 0.75,
+        "scale": (2.0, 70), "gaussian_blur": (0.3, 0.015, 7.0),
+        "spatter": dict(loc=0.6, scale=0.265, sigma=1.75, thresh=0.7, kernel=(0.2, 0.8)),
+    },
+}
+
+
+def _pset(param_set: str, crop: tuple[int, int]) -> str:
+    from essence.corruptions.params import choose_param_set
+
+    return choose_param_set(crop[0], crop[1], param_set)
+
+
+def frame_count(name: str, param_set: str = "imagenet") -> int:
+    """Frames of perturbation ``name`` in ``param_set`` (translate and CIFAR's motion blur differ)."""
+    PERTURBATIONS.get(name)
+    table = P_PARAMS[_pset(param_set, (224, 224))]
+    if name in ("translate", "motion_blur"):
+        return int(table[name]["frames"])
+    return PERTURBATIONS.get(name).frames
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +142,11 @@ def _tilt(x: torch.Tensor, deg: float) -> torch.Tensor:
 
 
 def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, crop: tuple[int, int] | None = None,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """Frames (N, T, C, h, w) in [0, 1] of perturbation ``name`` for each image of x (N, C, H, W) in [0, 1]."""
+                          generator: torch.Generator | None = None, param_set: str = "auto") -> torch.Tensor:
+    """Frames (N, T, C, h, w) in [0, 1] of perturbation ``name`` for each image of x (N, C, H, W) in [0, 1].
+
+    ``param_set``: ``auto`` (by the crop size: <= 48 px CIFAR-10-P, <= 128 Tiny-ImageNet-P, else ImageNet-P),
+    ``imagenet``, ``tiny`` or ``cifar``."""
     p = PERTURBATIONS.get(name)
     if difficulty not in (1, 2, 3):
         raise ValueError(f"difficulty must be 1, 2 or 3, got {difficulty!r}")
@@ -103,6 +156,7 @@ def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, cr
     if crop[0] > x.shape[-2] or crop[1] > x.shape[-1]:
         raise ValueError(f"crop {crop} is larger than the images {tuple(x.shape[-2:])}")
     gen = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+    P = P_PARAMS[_pset(param_set, crop)]
     n, c = x.shape[:2]
     frames: list[torch.Tensor] = []
     if p.geometric:
@@ -113,17 +167,19 @@ def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, cr
                 avg = avg + _center_crop(_affine(x, scale=1 + 0.004 * i), crop)
                 frames.append(_u8(avg / (i + 1)))
         else:
-            for i in range(p.frames):
+            frames_n = P["translate"]["frames"] if name == "translate" else p.frames
+            for i in range(frames_n):
                 if name == "translate":
-                    y = _affine(x, translate=(i - 20, 0))
+                    y = _affine(x, translate=(i - P["translate"]["center"], 0))
                 elif name == "rotate":
                     y = _affine(x, angle=i - 15)
                 elif name == "scale":
-                    y = _affine(x, scale=(i * 2.5 + 40) / 100.0)
+                    a, b = P["scale"]
+                    y = _affine(x, scale=(i * a + b) / 100.0)
                 elif name == "shear":
                     y = _affine(x, shear=i - 15)
                 else:  # tilt
-                    y = _tilt(x, i - 15)
+                    y = _tilt(x, P["tilt_step"] * (i - 15))
                 frames.append(_u8(_center_crop(y, crop)))
         return torch.stack(frames, 1)
     x = _u8(_center_crop(x, crop))
@@ -132,47 +188,52 @@ def perturbation_sequence(x: torch.Tensor, name: str, difficulty: int = 1, *, cr
         frames.append(x)
         for _ in range(1, 31):
             if name == "gaussian_noise":
-                s = (0.03, 0.05, 0.08)[difficulty - 1]
+                s = P["gaussian_noise"][difficulty - 1]
                 y = x + s * torch.randn(x.shape, generator=gen).to(x.device)
             elif name == "shot_noise":
-                lam = (300, 120, 60)[difficulty - 1]
+                lam = P["shot_noise"][difficulty - 1]
                 y = torch.poisson(x.cpu().double() * lam, generator=gen).to(x.device, x.dtype) / lam
             else:  # speckle_noise
-                s = (0.05, 0.10, 0.15)[difficulty - 1]
+                s = P["speckle_noise"][difficulty - 1]
                 y = x + x * s * torch.randn(x.shape, generator=gen).to(x.device)
             frames.append(_u8(y))
     elif name == "brightness":
         hsv = ops.rgb_to_hsv(x) if c == 3 else None
         for i in range(31):
-            cst = (i - 15) * 2 / 100.0
+            cst = (i - 15) * P["brightness_step"]
             if c == 1:
                 frames.append(_u8(x + cst))
             else:
                 v = (hsv[:, 2] + cst).clamp(0, 1)
                 frames.append(_u8(ops.hsv_to_rgb(torch.stack([hsv[:, 0], hsv[:, 1], v], 1))))
     elif name == "motion_blur":
-        for i in range(31):
-            y = ops.motion_blur(x, 10, 3, [(i - 30) * 4.0] * n)
+        mb = P["motion_blur"]
+        for i in range(mb["frames"]):
+            y = ops.motion_blur(x, mb["radius"], mb["sigma"], [(i + mb["angle0"]) * mb["angle_step"]] * n)
             frames.append(torch.round(y.clamp(0, 1) * 255) / 255)
     elif name == "gaussian_blur":
+        s0, ds, trunc = P["gaussian_blur"]
         for i in range(31):
-            frames.append(_u8(ops.gaussian_filter(x, 0.25 + 0.035 * i, truncate=6.0)))
+            frames.append(_u8(ops.gaussian_filter(x, s0 + ds * i, truncate=trunc)))
     elif name == "snow":
-        layer = 0.05 + 0.3 * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(x.device)
-        layer = ops.clipped_zoom(layer, 3)
-        layer = torch.where(layer < 0.5, torch.zeros_like(layer), layer)
+        sp = P["snow"]
+        layer = sp["loc"] + sp["scale"] * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(x.device)
+        layer = ops.clipped_zoom(layer, sp["zoom"])
+        layer = torch.where(layer < sp["thresh"], torch.zeros_like(layer), layer)
         layer = torch.floor(layer.clamp(0, 1) * 255).to(x.dtype) / 255
         gray = ops.rgb_to_gray(x) if c == 3 else x
-        base = 0.85 * x + 0.15 * torch.maximum(x, gray * 1.5 + 0.5)
+        base = sp["blend"] * x + (1 - sp["blend"]) * torch.maximum(x, gray * 1.5 + 0.5)
         for i in range(31):
-            moving = torch.round(ops.motion_blur(layer, 14, 4, [i * 4.0 - 150] * n).clamp(0, 1) * 255) / 255
+            moving = torch.round(ops.motion_blur(layer, sp["radius"], sp["sigma"], [i * 4.0 - 150] * n)
+                                 .clamp(0, 1) * 255) / 255
             frames.append(_u8(base + moving + torch.flip(moving, (-2, -1))))
     elif name == "spatter":
-        liquid = (0.65 + 0.27 * torch.randn((n, h, w), generator=gen, dtype=torch.float64))
-        liquid = ops.gaussian_filter(liquid, 3.7)
-        liquid = torch.where(liquid < 0.69, torch.zeros_like(liquid), liquid).numpy()
+        sp = P["spatter"]
+        liquid = (sp["loc"] + sp["scale"] * torch.randn((n, h, w), generator=gen, dtype=torch.float64))
+        liquid = ops.gaussian_filter(liquid, sp["sigma"])
+        liquid = torch.where(liquid < sp["thresh"], torch.zeros_like(liquid), liquid).numpy()
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], dtype=x.dtype, device=x.device)[None, :, None, None]
-        kernel = np.array([0.05, 0.1, 0.15, 0.7])
+        kernel = np.array(sp["kernel"])
         for _ in range(31):
             masks = np.stack([ops.spatter_water_mask(lay, 0.6) for lay in liquid])
             m = torch.from_numpy(masks)[:, None].to(x.device, x.dtype)

@@ -6,7 +6,7 @@ architectures trained here with crops and flips, several seeds each; the benchma
 AlexNet-style baseline (the mean of its per-seed errors is the fixed normalising table, as AlexNet's in the
 paper); CIFAR-10-C's parameter table at 32 px; the test set is corrupted once (cached, quantised to uint8, no
 JPEG q85 storage step) and every model is scored on the same images in fp32. ImageNet-P sequences use the
-ImageNet-P frame parameters (the CIFAR-10-P tables are not implemented) and are not MP4-compressed.
+CIFAR-10-P parameters at 32 px and are not MP4-compressed.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     first = {a: f"{a}/s{tc.seeds[0]}" for a in tc.archs}
     fps, t5s = evaluate_perturbations({a: models[k] for a, k in first.items()}, xte[:pc.clips],
                                       perturbations=pc.perturbations, pad=pc.pad, seed=dc.seed,
-                                      precision=tc.eval_precision)
+                                      precision=tc.eval_precision, param_set=dc.param_set)
 
     # ---- claims
     trained = list(arch_of)
@@ -199,8 +199,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                                           for i, c in enumerate(names)], caption="CE (%) per corruption.")
     report.table(["model", *pc.perturbations], [[a, *[f"{100 * fps[a][p]:.2f}" for p in pc.perturbations]]
                                                 for a in tc.archs],
-                 caption=f"Flip probability (%) per perturbation ({min(pc.clips, len(xte))} clips; ImageNet-P "
-                         f"frame parameters at 32 px; first seed of each architecture).")
+                 caption=f"Flip probability (%) per perturbation ({min(pc.clips, len(xte))} clips; "
+                         f"`{dc.param_set}` P parameters; first seed of each architecture).")
     report.figure(severity_figure({k: dict(zip(names, err[k].tolist())) for k in (first.values())},
                                   {k: clean[k] for k in first.values()}), "error_vs_severity",
                   "Top-1 error vs severity per corruption (first seed of each architecture)")
