@@ -139,3 +139,19 @@ def test_pil_box_resize_is_bit_exact():
         ref = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BOX))
         mine = ops.pil_resize_box(torch.from_numpy(img).float()[None, None], size)[0, 0].numpy()
         np.testing.assert_array_equal(mine, ref)
+
+
+def test_tables_match_the_original_scripts():
+    """essence's PARAMS against the fixture generator's own copy of the original scripts' tables
+    (tests/fixtures/corruptions/original_tables.json, hendrycks/robustness make_*_c.py), every value."""
+    tables = json.loads((FIXTURE.parent / "original_tables.json").read_text())["tables"]
+    assert set(tables) == set(PARAMS)
+    for pset, named in tables.items():
+        assert set(named) == set(PARAMS[pset]), pset
+        for name, rows in named.items():
+            assert len(rows) == len(PARAMS[pset][name]) == 5
+            for s, (want, got) in enumerate(zip(rows, PARAMS[pset][name]), 1):
+                want = np.atleast_1d(np.asarray(want, dtype=np.float64))
+                got = np.atleast_1d(np.asarray(got, dtype=np.float64))
+                assert want.shape == got.shape and np.array_equal(want, got), (pset, name, s, want, got)
+
