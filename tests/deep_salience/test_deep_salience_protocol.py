@@ -253,3 +253,13 @@ def test_near_silent_audio_is_silence_and_long_silence_comes_in_chunks():
         chunks = list(pred.iter_salience(np.zeros(5 * 22050, np.float32)))
     assert len(chunks) >= 5 and max(c.shape[1] for _, c in chunks) <= 22050 // 256
     assert sum(c.shape[1] for _, c in chunks) == 1 + 5 * 22050 // 256
+
+
+def test_melody3_is_decoded_with_peak_picking():
+    if not (WEIGHTS / "melody3.h5").is_file():
+        pytest.skip("the released Keras weights are not in shared/deep_salience/weights (optional)")
+    from essence.deep_salience.cli import resolve_weights
+
+    *_, what, decoding = resolve_weights(str(WEIGHTS / "melody3.h5"), "melody")
+    assert decoding == "multif0" and "multi-line" in what
+    assert resolve_weights(str(WEIGHTS / "melody2.h5"), "melody")[-1] == "melody"

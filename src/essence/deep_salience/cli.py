@@ -48,10 +48,12 @@ def _pick_in_dir(path: Path, task: str) -> Path:
 
 
 def resolve_weights(weights: str | None, task: str):
-    """(model, default tau, channels, description) from a Keras .h5, an essence checkpoint, a run directory
-    (its main ``<task>-hcqt`` model) or a folder of released .h5 files (``<task default>.h5``).
+    """(model, default tau, channels, description, decoding) from a Keras .h5, an essence checkpoint, a run
+    directory (its main ``<task>-hcqt`` model) or a folder of released .h5 files (``<task default>.h5``).
 
-    The description names the file that was loaded.
+    The description names the file that was loaded. ``decoding`` is the decoder for the output: the task's,
+    except for the released melody3 model (melody definition 3 holds several lines at once), which is decoded
+    with multi-f0 peak picking as the original did.
     """
     import h5py
 
@@ -74,7 +76,12 @@ def resolve_weights(weights: str | None, task: str):
     if path.is_dir():
         path = _pick_in_dir(path, task)
     if path.is_file() and h5py.is_hdf5(str(path)):
-        return load_keras_h5(path, task=task), 0.3, None, f"Keras weights {path}"
+        from essence.deep_salience.model import released_name
+
+        multi_line = released_name(path) == "melody3" or (released_name(path) is None and path.stem == "melody3")
+        decoding = "multif0" if multi_line and task == "melody" else task
+        note = " (melody3 is multi-line: decoded with peak picking)" if decoding != task else ""
+        return load_keras_h5(path, task=task), 0.3, None, f"Keras weights {path}{note}", decoding
     if path.suffix not in (".safetensors",):
         raise ValueError(f"{path} is neither a Keras .h5 (HDF5) file nor an essence .safetensors checkpoint")
     model, cfg, state = load_essence_checkpoint(path)
@@ -82,7 +89,7 @@ def resolve_weights(weights: str | None, task: str):
         raise ValueError(f"{path} was trained for task {state.get('task')!r}, not {task!r}; pass --task "
                          f"{state.get('task')} or other weights")
     channels = cfg.model.channels if len(cfg.model.channels) < 6 else None
-    return model, float(state.get("threshold", 0.3)), channels, f"essence checkpoint {path}"
+    return model, float(state.get("threshold", 0.3)), channels, f"essence checkpoint {path}", task
 
 
 def _out_path(base: str | None, audio: Path, many: bool, suffix: str) -> Path | None:
@@ -146,7 +153,7 @@ def _predict(args) -> int:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, tau, channels, what = resolve_weights(args.weights, args.task)
+    model, tau, channels, what, decoding = resolve_weights(args.weights, args.task)
     tau = args.threshold if args.threshold is not None else tau
     console.print(f"weights: {what} (tau {tau:.2f})", highlight=False)
     predictor = Predictor(model, device, chunk_seconds=args.chunk_seconds, channels=channels)
@@ -154,24 +161,25 @@ def _predict(args) -> int:
     for audio in audios:
         y = load_audio(audio)
         csv_path = _out_path(args.output, audio, many, f"_{args.task}.csv")
+        task = decoding
         keep = args.salience is not None or args.plot is not None
         parts, f0_all = [], []
         for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
             times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
-            _, est = decode(chunk, args.task, tau, use_neg=not args.no_neg)
+            _, est = decode(chunk, task, tau, use_neg=not args.no_neg)
             write_csv(csv_path, times, est, append=i > 0)
             if keep:
                 parts.append(chunk)
             if args.midi is not None or keep:
-                f0_all.extend(est if args.task == "multif0" else list(est))
+                f0_all.extend(est if task == "multif0" else list(est))
         times = time_grid(len(f0_all))
         if keep:
             salience = np.concatenate(parts, axis=1)
             if args.salience is not None:
                 write_npz(_out_path(args.salience, audio, many, ".npz"), salience)
             if args.plot is not None:
-                est = f0_all if args.task == "multif0" else np.asarray(f0_all)
-                plot_salience(_out_path(args.plot, audio, many, ".png"), salience, est, args.task,
+                est = f0_all if task == "multif0" else np.asarray(f0_all)
+                plot_salience(_out_path(args.plot, audio, many, ".png"), salience, est, task,
                               f"{audio.name}: {args.task} ({what}, tau {tau:.2f})")
         n_notes = None
         if args.midi is not None:
