@@ -70,6 +70,15 @@ def test_fixture_names_its_reference():
     assert "make_imagenet_c.py" in versions["source"]
 
 
+# Tolerances from what is measured (mean |diff| / max |diff| in uint8 levels, worst severity, both sets):
+# elastic 0.29 / 3 (float32 vs float64 displacement fields), saturate 0.11 / 1 (HSV round trip), defocus
+# 0.065 / 1, brightness 0.033 / 1, others <= 0.02 / 1; frost (cv2.resize as the original), pixelate, JPEG,
+# contrast, motion blur and spatter are bit-exact.
+MEAN_TOL = {"elastic_transform": 0.35, "saturate": 0.15}
+MAX_TOL = {"elastic_transform": 3}
+EXACT = {"motion_blur", "contrast", "pixelate", "jpeg_compression", "spatter"}
+
+
 @pytest.mark.parametrize("pset", ["imagenet", "cifar"])
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_original_formula(pset, name):
@@ -77,8 +86,12 @@ def test_matches_original_formula(pset, name):
         ref = DATA[f"{pset}/{name}/{s}/ref"].astype(np.float64)
         mine = essence_output(pset, name, s).astype(np.float64)
         assert mine.shape == ref.shape
-        mad = np.abs(mine - ref).mean()
-        assert mad <= 1.0, f"{name} severity {s} ({pset}): mean |diff| = {mad:.3f} / 255"
+        diff = np.abs(mine - ref)
+        if name in EXACT:
+            assert diff.max() == 0, f"{name} severity {s} ({pset}): not bit-exact (max |diff| {diff.max():.0f})"
+            continue
+        assert diff.mean() <= MEAN_TOL.get(name, 0.08), f"{name} s{s} ({pset}): mean |diff| {diff.mean():.3f}"
+        assert diff.max() <= MAX_TOL.get(name, 1), f"{name} s{s} ({pset}): max |diff| {diff.max():.0f}"
 
 
 @pytest.mark.parametrize("name", ["defocus_blur", "zoom_blur", "brightness", "contrast", "saturate", "pixelate",

@@ -320,7 +320,7 @@ def frost_dir() -> str:
 @lru_cache(maxsize=8)
 def load_frost_textures(param_set: str = "imagenet") -> tuple[torch.Tensor, ...]:
     """The five textures the originals draw from (frost1-5; frost6 is never used), (3, h, w) floats 0..255,
-    downscaled for the small-image sets with ``cv2.resize(fx=fy=s)`` (bilinear) as the originals do."""
+    downscaled for the small-image sets with ``cv2.resize(fx=fy=s)`` (bilinear, on uint8) as the originals do."""
     import os
 
     from PIL import Image
@@ -332,16 +332,13 @@ def load_frost_textures(param_set: str = "imagenet") -> tuple[torch.Tensor, ...]
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             raise FileNotFoundError(f"frost texture {path} is missing (pip install --no-deps imagecorruptions==1.1.2)")
-        img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-        t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+        img = np.asarray(Image.open(path).convert("RGB"))
         s = FROST_RESIZE[param_set]
         if s != 1.0:
-            h, w = t.shape[-2:]
-            size = (int(round(h * s)), int(round(w * s)))
-            t = torch.nn.functional.interpolate(t[None], size=size, mode="bilinear", align_corners=False,
-                                                antialias=False)[0]
-            t = torch.round(t)
-        out.append(t)
+            import cv2
+
+            img = cv2.resize(img, (0, 0), fx=s, fy=s)     # the originals' call (bilinear, uint8 in and out)
+        out.append(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1).contiguous())
     return tuple(out)
 
 
