@@ -84,3 +84,24 @@ def test_slices_share_the_streams():
     # the streams advanced: a second draw continues them
     c = rng.randn((2,))[1:3]
     assert not torch.equal(c, a)
+
+
+def test_grey_batches_need_their_channel_axis():
+    grey = torch.zeros((5, 16, 16), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        corrupt(grey, "fog", 1, seed=0)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 1\)"):
+        corrupt(np.zeros((16, 16, 5), np.uint8), "fog", 1, seed=0)
+    y = corrupt(grey[:, None], "fog", 1, seed=0)
+    assert y.shape == (5, 1, 16, 16)
+
+
+@pytest.mark.parametrize("bad", [0, 6, -1, 2.5, True])
+def test_every_entry_point_checks_severity(bad):
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="severity"):
+        corrupt_tensor(x, "fog", bad, seed=0)
+    with pytest.raises(ValueError, match="severity"):
+        corrupt(x, "fog", bad, seed=0)
+    with pytest.raises(ValueError, match="severity"):
+        CorruptedDataset([x[0]], "fog", bad)

@@ -43,11 +43,11 @@ def _check_severity(severity: Any) -> int:
     return int(severity)
 
 
-def _check_shape(n: int, c: int, h: int, w: int, layout: str) -> None:
+def _check_shape(n: int, c: int, h: int, w: int, layout: str, hint: str = "") -> None:
     if n == 0:
         raise ValueError("got an empty batch (0 images)")
     if c not in (1, 3):
-        raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels, got {c} ({layout})")
+        raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels, got {c} ({layout}){hint}")
     if h < MIN_SIZE or w < MIN_SIZE:
         raise ValueError(f"images must be at least {MIN_SIZE}x{MIN_SIZE} pixels, got {h}x{w}")
 
@@ -137,7 +137,9 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
 
     Args:
         images: a uint8 numpy array (H, W), (H, W, C) or (N, H, W, C); a PIL image (mode L or RGB); or a torch
-            tensor (C, H, W) / (N, C, H, W), uint8 (0..255) or floating point (0..1), on any device.
+            tensor (C, H, W) / (N, C, H, W), uint8 (0..255) or floating point (0..1), on any device. A 3-D
+            input is always one image: a batch of grey images is (N, H, W, 1) in numpy and (N, 1, H, W) in
+            torch ((N, H, W) with N = 1 or 3 would be read as one image of N channels; other N raise).
         name: one of ``CORRUPTIONS`` (e.g. ``"fog"``); an unknown name raises with a suggestion.
         severity: 1..5.
         seed / generator: make the corruption deterministic (a seed, or a CPU ``torch.Generator`` from which
@@ -185,7 +187,9 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
             t = torch.from_numpy(images.copy()).permute(0, 3, 1, 2)
         else:
             raise ValueError(f"numpy images must be (H, W), (H, W, C) or (N, H, W, C), got shape {images.shape}")
-        _check_shape(*t.shape, layout=f"numpy shape {images.shape}")
+        _check_shape(*t.shape, layout=f"numpy shape {images.shape}",
+                     hint="; a batch of grey images (N, H, W) must be passed as (N, H, W, 1)" if images.ndim == 3
+                     else "")
         y = _run(t.contiguous(), name, severity, ImageRNG.from_seed(seed, len(t), start), param_set)
         if images.ndim == 2:
             return y[0, 0].numpy()
@@ -196,7 +200,9 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
         if images.ndim not in (3, 4):
             raise ValueError(f"tensors must be (C, H, W) or (N, C, H, W), got shape {tuple(images.shape)}")
         t = images[None] if images.ndim == 3 else images
-        _check_shape(*t.shape, layout=f"tensor shape {tuple(images.shape)}")
+        _check_shape(*t.shape, layout=f"tensor shape {tuple(images.shape)}",
+                     hint="; a 3-D tensor is one image (C, H, W): pass a batch of grey images as (N, 1, H, W)"
+                     if images.ndim == 3 else "")
         if t.dtype != torch.uint8:
             if not t.is_floating_point():
                 raise ValueError(f"tensors must be uint8 (0..255) or floating point (0..1), got {t.dtype}")
