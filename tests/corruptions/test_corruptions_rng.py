@@ -105,3 +105,36 @@ def test_every_entry_point_checks_severity(bad):
         corrupt(x, "fog", bad, seed=0)
     with pytest.raises(ValueError, match="severity"):
         CorruptedDataset([x[0]], "fog", bad)
+
+
+def test_jpeg_storage_step_is_pillow_q85():
+    import io
+
+    from PIL import Image
+
+    from essence.corruptions import jpeg_storage
+
+    x = _batch(3, 3, 32, 40).permute(0, 2, 3, 1).contiguous().numpy()
+    y = jpeg_storage(x)
+    buf = io.BytesIO()
+    Image.fromarray(x[1]).save(buf, format="JPEG", quality=85, optimize=True)
+    np.testing.assert_array_equal(y[1], np.asarray(Image.open(buf)))
+    assert not np.array_equal(y, x)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2)
+    assert torch.equal(jpeg_storage(t), torch.from_numpy(y).permute(0, 3, 1, 2))
+    assert jpeg_storage(x[0, :, :, 0]).shape == (32, 40)                      # grey (H, W)
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_storage(x, 0)
+
+
+def test_corrupted_test_set_is_independent_of_batch_size():
+    from essence.corruptions.evaluate import corrupted_test_set
+
+    x = _batch(5, 3, 32, 32).permute(0, 2, 3, 1).contiguous().numpy()
+    a = corrupted_test_set(x, ["gaussian_noise", "frost"], seed=4, batch_size=5, cache=False)
+    b = corrupted_test_set(x, ["gaussian_noise", "frost"], seed=4, batch_size=2, cache=False)
+    assert a.shape == (2, 5, 5, 3, 32, 32) and np.array_equal(a, b)
+    assert not np.array_equal(a[0, 0], a[0, 1])                                  # severities differ
+    j = corrupted_test_set(x, ["gaussian_noise"], seed=4, batch_size=5, cache=False, jpeg_quality=85)
+    from essence.corruptions import jpeg_storage
+    assert np.array_equal(j[0, 2], jpeg_storage(torch.from_numpy(a[0, 2])).numpy())

@@ -6,10 +6,18 @@ perturbation sequences, and the robustness benchmark (CE, mCE, relative mCE, FP,
     >>> y = corrupt(batch_nchw_float, "motion_blur", 5, seed=0)  # torch in (any device), torch out
 """
 
-from essence.corruptions.api import MIN_SIZE, Corrupt, CorruptedDataset, corrupt, corrupt_tensor, make_generator
+from essence.corruptions.api import (
+    MIN_SIZE,
+    Corrupt,
+    CorruptedDataset,
+    corrupt,
+    corrupt_tensor,
+    jpeg_storage,
+    make_generator,
+)
 from essence.corruptions.functional import CORRUPTIONS, ORDER, SUBSETS, Corruption, corruption_names
 from essence.corruptions.params import PARAM_SETS, PARAMS, choose_param_set
 
 __all__ = ["corrupt", "corrupt_tensor", "Corrupt", "CorruptedDataset", "CORRUPTIONS", "Corruption", "ORDER",
            "SUBSETS", "corruption_names", "PARAMS", "PARAM_SETS", "choose_param_set", "make_generator",
-           "MIN_SIZE"]
+           "MIN_SIZE", "jpeg_storage"]

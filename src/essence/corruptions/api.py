@@ -11,7 +11,7 @@ from essence.corruptions.functional import CORRUPTIONS
 from essence.corruptions.params import choose_param_set
 from essence.corruptions.rng import ImageRNG, as_image_rng
 
-__all__ = ["corrupt", "corrupt_tensor", "Corrupt", "CorruptedDataset", "make_generator", "MIN_SIZE"]
+__all__ = ["corrupt", "corrupt_tensor", "Corrupt", "CorruptedDataset", "make_generator", "MIN_SIZE", "jpeg_storage"]
 
 MIN_SIZE = 8  # smallest height / width accepted (the blurs and the plasma map need a few pixels)
 CPU_CHUNK_ELEMENTS = 1 << 20  # values per chunk on the CPU (4 MB of float32)
@@ -215,6 +215,40 @@ def corrupt(images: Any, name: str, severity: int, *, seed: int | None = None,
         y = _run(t, name, severity, ImageRNG.from_seed(seed, len(t), start), param_set)
         return y[0] if images.ndim == 3 else y
     raise ValueError(f"images must be a numpy array, a PIL image or a torch tensor, got {type(images).__name__}")
+
+
+def jpeg_storage(images: Any, quality: int = 85) -> Any:
+    """The storage step of the released ImageNet-C / Tiny-ImageNet-C files: every image saved as a JPEG with
+    Pillow at ``quality`` (85 in the release scripts' ``save(..., quality=85, optimize=True)``) and decoded.
+
+    ``images``: uint8 numpy (H, W), (H, W, C), (N, H, W, C) or a uint8 torch tensor (N, C, H, W) / (C, H, W);
+    returns the same kind. CIFAR-10-C is stored as .npy (no JPEG step).
+    """
+    import io
+
+    from PIL import Image
+
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"expected a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        t = images[None] if images.ndim == 3 else images
+        out = jpeg_storage(t.permute(0, 2, 3, 1).cpu().numpy(), quality)
+        out = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device)
+        return out[0] if images.ndim == 3 else out
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3, 4):
+        raise ValueError(f"expected uint8 images (H, W), (H, W, C) or (N, H, W, C), got {arr.dtype} {arr.shape}")
+    if arr.ndim < 4:
+        return jpeg_storage(arr[None] if arr.ndim == 3 else arr[None, :, :, None], quality)[0].reshape(arr.shape)
+    out = np.empty_like(arr)
+    for i, img in enumerate(arr):
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="JPEG", quality=quality,
+                                                                          optimize=True)
+        out[i] = np.asarray(Image.open(buf)).reshape(img.shape)
+    return out
 
 
 class Corrupt(torch.nn.Module):

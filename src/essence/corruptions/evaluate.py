@@ -75,10 +75,11 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], images: np.ndarr
 
 
 def corrupted_test_set(images: np.ndarray, names: Sequence[str], *, seed: int = 0, param_set: str = "auto",
-                       batch_size: int = 1000, cache: bool = True) -> np.ndarray:
+                       batch_size: int = 1000, cache: bool = True, jpeg_quality: int | None = None) -> np.ndarray:
     """Every (corruption, severity) version of uint8 images (N, H, W[, C]), generated once: uint8
     (C, 5, N, ch, H, W). Image i under (c, s) draws from (condition_seed(seed, c, s), i), so the set does
-    not depend on ``batch_size``. With ``cache``, stored under ``$ESSENCE_CACHE/corruptions`` keyed by the
+    not depend on ``batch_size``. ``jpeg_quality`` (e.g. 85): the release's JPEG storage step after
+    corrupting (:func:`.api.jpeg_storage`). With ``cache``, stored under ``$ESSENCE_CACHE/corruptions`` keyed by the
     images' hash, the names, the seed and the parameter set (a rerun reloads it instead of regenerating)."""
     import hashlib
 
@@ -87,7 +88,8 @@ def corrupted_test_set(images: np.ndarray, names: Sequence[str], *, seed: int = 
     path = None
     if cache:
         digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
-        key = cache_key("corrupted-test-set/v1", digest, list(images.shape), list(names), seed, param_set)
+        key = cache_key("corrupted-test-set/v1", digest, list(images.shape), list(names), seed, param_set,
+                        jpeg_quality)
         path = cache_dir("corruptions") / f"testset-{key}.npy"
         if path.exists():
             try:
@@ -97,15 +99,17 @@ def corrupted_test_set(images: np.ndarray, names: Sequence[str], *, seed: int = 
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     out = np.empty((len(names), 5, *x.shape), dtype=np.uint8)
-    from essence.corruptions.api import corrupt
+    from essence.corruptions.api import corrupt, jpeg_storage
 
     with ProgressBar(len(names) * 5, desc="corrupt the test set", unit="set") as bar:
         for ci, name in enumerate(names):
             for s in range(1, 6):
                 for start in range(0, len(x), batch_size):
-                    out[ci, s - 1, start:start + batch_size] = corrupt(
-                        x[start:start + batch_size], name, s, seed=condition_seed(seed, name, s), start=start,
-                        param_set=param_set).numpy()
+                    y = corrupt(x[start:start + batch_size], name, s, seed=condition_seed(seed, name, s),
+                                start=start, param_set=param_set)
+                    if jpeg_quality is not None:
+                        y = jpeg_storage(y, jpeg_quality)
+                    out[ci, s - 1, start:start + batch_size] = y.numpy()
                 bar.update(1)
     if path is not None:
         tmp = path.with_suffix(".tmp.npy")

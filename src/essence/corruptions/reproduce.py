@@ -82,7 +82,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     t = time.time()
     test_u8 = np.ascontiguousarray(xte[:, None] if xte.ndim == 3 else xte.transpose(0, 3, 1, 2))
     sets = corrupted_test_set(xte, names, seed=dc.seed, param_set=dc.param_set, batch_size=dc.batch_size,
-                              cache=dc.cache)
+                              cache=dc.cache, jpeg_quality=dc.jpeg_quality or None)
     times["corrupt test set"] = time.time() - t
 
     # ---- train every architecture with every seed, score each on the same corrupted images
@@ -163,7 +163,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     report.text(
         f"{src}: {len(xtr)} training images, {len(xte)} test images (of 10,000: the CPU budget), corrupted once "
         f"with the {len(names)} corruptions x 5 severities (parameter table `{dc.param_set}`), quantised to uint8, "
-        f"no JPEG q85 storage step; every model is scored on the same corrupted images in {tc.eval_precision}. "
+        f"{'JPEG q%d storage step' % dc.jpeg_quality if dc.jpeg_quality else 'no JPEG storage step (as CIFAR-10-C)'}; every model is scored on the same corrupted images in {tc.eval_precision}. "
         f"Architectures {', '.join(tc.archs)} x seeds {list(tc.seeds)}, {tc.epochs} epochs each (AdamW lr {tc.lr}, "
         f"cosine, {'random crops + flips' if tc.augment else 'no augmentation'}, training precision "
         f"{tc.precision}). `{base_arch}` is this benchmark's AlexNet: the mean of its per-seed errors normalises CE "
