@@ -19,7 +19,7 @@ class DataConfig(Config):
     corruptions: str = "common"     # a subset name (common = the 15 of the benchmark) or comma-separated names
     seed: int = 0                   # seeds the data and the corruptions (the benchmark is fixed once generated)
     cache: bool = True              # keep the corrupted test set under $ESSENCE_CACHE/corruptions
-    jpeg_quality: int = 0           # 85: the JPEG storage step of the released ImageNet-C files (0: none, as CIFAR-10-C)
+    jpeg_quality: int = 0           # 85: the released ImageNet-C files' JPEG storage step (0: none, as CIFAR-10-C)
 
     def __post_init__(self):
         require_positive(self, "train_size", "test_size", "batch_size")

@@ -160,10 +160,11 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     report.section("Setup (what was scaled down)")
     src = ("Fashion-MNIST objects composited in colour onto crops of natural photos at 32x32 (scikit-image photos; "
            "training and test photos are disjoint)" if dc.source == "composite" else "Fashion-MNIST (28x28 grey)")
+    storage = f"JPEG q{dc.jpeg_quality} storage step" if dc.jpeg_quality else "no JPEG storage step (as CIFAR-10-C)"
     report.text(
         f"{src}: {len(xtr)} training images, {len(xte)} test images (of 10,000: the CPU budget), corrupted once "
         f"with the {len(names)} corruptions x 5 severities (parameter table `{dc.param_set}`), quantised to uint8, "
-        f"{'JPEG q%d storage step' % dc.jpeg_quality if dc.jpeg_quality else 'no JPEG storage step (as CIFAR-10-C)'}; every model is scored on the same corrupted images in {tc.eval_precision}. "
+        f"{storage}; every model is scored on the same corrupted images in {tc.eval_precision}. "
         f"Architectures {', '.join(tc.archs)} x seeds {list(tc.seeds)}, {tc.epochs} epochs each (AdamW lr {tc.lr}, "
         f"cosine, {'random crops + flips' if tc.augment else 'no augmentation'}, training precision "
         f"{tc.precision}). `{base_arch}` is this benchmark's AlexNet: the mean of its per-seed errors normalises CE "
