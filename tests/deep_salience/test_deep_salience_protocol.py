@@ -263,3 +263,35 @@ def test_melody3_is_decoded_with_peak_picking():
     *_, what, decoding = resolve_weights(str(WEIGHTS / "melody3.h5"), "melody")
     assert decoding == "multif0" and "multi-line" in what
     assert resolve_weights(str(WEIGHTS / "melody2.h5"), "melody")[-1] == "melody"
+
+
+def test_note_events_take_their_velocity_from_the_salience():
+    from essence.deep_salience.decode import f0_to_note_events, salience_at
+
+    g = freq_grid()
+    k = int(np.argmin(np.abs(g - 440.0)))                  # A4 = MIDI 69
+    s = np.zeros((360, 20), np.float32)
+    s[k, :10], s[k, 10:] = 1.0, 0.5
+    f0 = [np.array([g[k]])] * 10 + [np.array([])] * 2 + [np.array([g[k]])] * 8
+    conf = salience_at(s, f0)
+    ev = f0_to_note_events(time_grid(20), f0, conf)
+    assert [(p, v) for _, _, p, v, _ in ev] == [(69, 127), (69, 64)]
+
+
+def test_folder_of_audio_in_one_command_writes_csv_notes_midi_plot(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, f in enumerate((220.0, 330.0)):
+        sf.write(folder / f"t{i}.wav", _tone(1.0, f0=f), 22050)
+    (folder / "readme.txt").write_text("not audio")
+    ckpt = _save(tmp_path / "m" / "multif0-hcqt.safetensors")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--weights", str(ckpt), "-o", str(out), "--notes", str(out),
+                 "--midi", str(out), "--plot", str(out), "--threshold", "0.0", "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["t0.mid", "t0.png", "t0_multif0.csv", "t0_notes.csv", "t1.mid", "t1.png", "t1_multif0.csv",
+                     "t1_notes.csv"]
+    assert (out / "t0_notes.csv").read_text().splitlines()[0] == "start_s,end_s,pitch_midi,velocity,mean_salience"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--weights", str(ckpt), "-o", str(out)]) == 2

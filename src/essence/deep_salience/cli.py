@@ -16,6 +16,7 @@ from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
 __all__ = ["main", "resolve_weights"]
 
 DEFAULT_FILES = {"multif0": "multif0", "melody": "melody2", "bass": "bass"}
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".opus")
 
 
 def _pick_in_dir(path: Path, task: str) -> Path:
@@ -108,7 +109,7 @@ def _check_outputs(args, many: bool) -> None:
     import tempfile
 
     for flag, value in (("-o/--output", args.output), ("--salience", args.salience), ("--plot", args.plot),
-                        ("--midi", args.midi)):
+                        ("--midi", args.midi), ("--notes", args.notes)):
         if value is None:
             continue
         p = Path(value)
@@ -130,7 +131,7 @@ def _predict(args) -> int:
 
     from essence.core.progress import console
     from essence.core.runtime import resolve_device
-    from essence.deep_salience.decode import decode
+    from essence.deep_salience.decode import decode, salience_at
     from essence.deep_salience.hcqt import time_grid
     from essence.deep_salience.predict import (
         Predictor,
@@ -138,6 +139,7 @@ def _predict(args) -> int:
         plot_salience,
         write_csv,
         write_midi,
+        write_notes_csv,
         write_npz,
     )
 
@@ -145,10 +147,18 @@ def _predict(args) -> int:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.chunk_seconds <= 0:
         raise UsageError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
-    audios = [Path(a) for a in args.audio]
-    for a in audios:  # fail before loading a model
+    audios = []
+    for a in map(Path, args.audio):  # fail before loading a model; a folder stands for the audio files in it
         if not a.exists():
             raise FileNotFoundError(f"audio file not found: {a}")
+        if a.is_dir():
+            found = sorted(p for p in a.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(f"folder {a} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+            audios.extend(found)
+        else:
+            audios.append(a)
+    args.audio = [str(a) for a in audios]
     _check_outputs(args, len(audios) > 1)
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -163,15 +173,18 @@ def _predict(args) -> int:
         csv_path = _out_path(args.output, audio, many, f"_{args.task}.csv")
         task = decoding
         keep = args.salience is not None or args.plot is not None
-        parts, f0_all = [], []
+        parts, f0_all, conf_all = [], [], []
+        notes_wanted = args.midi is not None or args.notes is not None
         for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
             times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
             _, est = decode(chunk, task, tau, use_neg=not args.no_neg)
             write_csv(csv_path, times, est, append=i > 0)
             if keep:
                 parts.append(chunk)
-            if args.midi is not None or keep:
+            if notes_wanted or keep:
                 f0_all.extend(est if task == "multif0" else list(est))
+            if notes_wanted:
+                conf_all.extend(salience_at(chunk, est))
         times = time_grid(len(f0_all))
         if keep:
             salience = np.concatenate(parts, axis=1)
@@ -183,7 +196,9 @@ def _predict(args) -> int:
                               f"{audio.name}: {args.task} ({what}, tau {tau:.2f})")
         n_notes = None
         if args.midi is not None:
-            n_notes = write_midi(_out_path(args.midi, audio, many, ".mid"), times, f0_all)
+            n_notes = write_midi(_out_path(args.midi, audio, many, ".mid"), times, f0_all, confidence=conf_all)
+        if args.notes is not None:
+            n_notes = write_notes_csv(_out_path(args.notes, audio, many, "_notes.csv"), times, f0_all, conf_all)
         console.print(f"{audio.name}: {len(y) / 22050:.1f} s -> {csv_path}"
                       + (f", {n_notes} MIDI notes" if n_notes is not None else ""), highlight=False)
     return 0
@@ -232,7 +247,8 @@ def main(argv: list[str]) -> int:
     parser, sub = method_parser("deep-salience", "Deep Salience (Bittner et al., ISMIR 2017): F0 salience from "
                                                  "a harmonic CQT with a CNN")
     p = sub.add_parser("predict", help="salience and F0 of audio files (CSV, npz, png, MIDI)")
-    p.add_argument("audio", nargs="+", help="audio files (any sample rate / channel count soundfile can read)")
+    p.add_argument("audio", nargs="+", help="audio files or folders of them (any sample rate / channel count "
+                                            "soundfile can read); the model is loaded once for all")
     p.add_argument("--task", choices=["multif0", "melody", "bass"], default="multif0")
     p.add_argument("--weights", default=None,
                    help="a released Keras .h5, an essence checkpoint (.safetensors) or a run directory "
@@ -243,7 +259,9 @@ def main(argv: list[str]) -> int:
                    help="tau (default: the checkpoint's validation-tuned value, 0.3 for Keras weights)")
     p.add_argument("--salience", default=None, help="also save the salience map (.npz: salience, times, freqs)")
     p.add_argument("--plot", default=None, help="also save a PNG of the salience with the decoded F0")
-    p.add_argument("--midi", default=None, help="also save the decoded F0 as MIDI notes")
+    p.add_argument("--midi", default=None, help="also save the decoded F0 as MIDI notes (velocity from salience)")
+    p.add_argument("--notes", default=None,
+                   help="also save note events as CSV (start_s, end_s, pitch_midi, velocity, mean_salience)")
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")

@@ -12,7 +12,8 @@ import numpy as np
 
 from essence.deep_salience.hcqt import freq_grid, time_grid
 
-__all__ = ["multif0_peaks", "single_f0", "decode", "sweep_threshold", "f0_to_notes", "THRESHOLDS", "TASKS"]
+__all__ = ["multif0_peaks", "single_f0", "decode", "sweep_threshold", "f0_to_notes", "f0_to_note_events",
+           "salience_at", "THRESHOLDS", "TASKS"]
 
 TASKS = ("multif0", "melody", "bass")
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -92,6 +93,39 @@ def sweep_threshold(saliences, references, task: str, thresholds=THRESHOLDS):
         table[float(tau)] = float(np.mean(vals))
     best = max(table, key=lambda t: (table[t], -abs(t - 0.3)))
     return best, table
+
+
+def salience_at(salience: np.ndarray, f0) -> list[np.ndarray]:
+    """The salience under each decoded frequency (per frame an array like ``f0``'s; 0 for unvoiced frames)."""
+    from essence.deep_salience.hcqt import FMIN
+
+    out = []
+    for t, f in enumerate(f0):
+        f = np.atleast_1d(np.asarray(f, dtype=np.float64))
+        b = np.clip(np.round(60 * np.log2(np.maximum(np.abs(f), 1e-9) / FMIN)).astype(int), 0, salience.shape[0] - 1)
+        out.append(np.where(f > 0, salience[b, t], 0.0))
+    return out
+
+
+def f0_to_note_events(times: np.ndarray, f0, confidence, min_duration: float = 0.05):
+    """Notes with a velocity: (start s, end s, MIDI pitch, velocity 1..127, mean salience) per note, the
+    velocity growing with the note's mean salience (``confidence``: :func:`salience_at` of the same ``f0``)."""
+    notes = f0_to_notes(times, f0, min_duration)
+    if not notes:
+        return []
+    times = np.asarray(times, dtype=np.float64)
+    per_pitch: dict[int, list[tuple[int, float]]] = {}
+    for t, (f, c) in enumerate(zip(f0, confidence)):
+        f, c = np.atleast_1d(np.asarray(f, dtype=np.float64)), np.atleast_1d(np.asarray(c, dtype=np.float64))
+        for fi, ci in zip(f, c):
+            if fi > 0:
+                per_pitch.setdefault(int(np.round(69 + 12 * np.log2(fi / 440.0))), []).append((t, ci))
+    out = []
+    for start, end, p in notes:
+        vals = [c for t, c in per_pitch.get(p, []) if start - 1e-9 <= times[t] < end - 1e-9]
+        mean = float(np.mean(vals)) if vals else 0.0
+        out.append((start, end, p, int(np.clip(round(1 + 126 * mean), 1, 127)), mean))
+    return out
 
 
 def f0_to_notes(times: np.ndarray, f0, min_duration: float = 0.05) -> list[tuple[float, float, int]]:

@@ -29,7 +29,8 @@ import torch
 from essence.deep_salience.hcqt import HCQT, HOP_LENGTH, SR, freq_grid, log_scale_torch, time_grid
 from essence.deep_salience.model import SalienceNet
 
-__all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "plot_salience",
+__all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
+           "plot_salience",
            "SilentAudioWarning"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
@@ -239,19 +240,39 @@ def write_npz(path: str | Path, salience: np.ndarray) -> None:
                         freqs=freq_grid())
 
 
-def write_midi(path: str | Path, times: np.ndarray, f0, program: int = 0) -> int:
-    """Notes from decoded F0 (see :func:`decode.f0_to_notes`) as a MIDI file; returns the note count."""
+def write_midi(path: str | Path, times: np.ndarray, f0, program: int = 0, confidence=None) -> int:
+    """Notes from decoded F0 (see :func:`decode.f0_to_notes`) as a MIDI file; returns the note count.
+
+    With ``confidence`` (:func:`decode.salience_at` of ``f0``) each note's velocity follows its mean salience;
+    else every velocity is 90.
+    """
     import pretty_midi
 
-    from essence.deep_salience.decode import f0_to_notes
+    from essence.deep_salience.decode import f0_to_note_events, f0_to_notes
 
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(program=program)
-    notes = f0_to_notes(times, f0)
-    inst.notes = [pretty_midi.Note(90, p, s, e) for s, e, p in notes if 0 <= p <= 127]
+    if confidence is None:
+        events = [(s, e, p, 90) for s, e, p in f0_to_notes(times, f0)]
+    else:
+        events = [(s, e, p, v) for s, e, p, v, _ in f0_to_note_events(times, f0, confidence)]
+    inst.notes = [pretty_midi.Note(v, p, s, e) for s, e, p, v in events if 0 <= p <= 127]
     pm.instruments.append(inst)
     pm.write(str(path))
     return len(inst.notes)
+
+
+def write_notes_csv(path: str | Path, times: np.ndarray, f0, confidence) -> int:
+    """Note events as CSV with a header: start_s, end_s, pitch_midi, velocity, mean_salience; returns the count."""
+    from essence.deep_salience.decode import f0_to_note_events
+
+    events = f0_to_note_events(times, f0, confidence)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["start_s", "end_s", "pitch_midi", "velocity", "mean_salience"])
+        for s, e, p, v, m in events:
+            w.writerow([f"{s:.4f}", f"{e:.4f}", p, v, f"{m:.4f}"])
+    return len(events)
 
 
 def plot_salience(path: str | Path, salience: np.ndarray, f0, task: str, title: str = "") -> None:
