@@ -109,6 +109,25 @@ def test_batch_transform_and_dataset():
     assert t1(x).dtype == torch.uint8
     with pytest.raises(ValueError, match="did you mean"):
         Corrupt("gausian_noise")
+    with pytest.raises(ValueError, match="probability"):
+        Corrupt("fog", p=1.5)
+
+
+def test_batch_transform_draws_per_sample_with_p():
+    g = np.random.default_rng(0)
+    x = torch.from_numpy(g.integers(0, 256, (200, 3, 16, 16), dtype=np.uint8))
+    y = Corrupt(["gaussian_noise", "contrast"], [1, 5], p=0.5, seed=1)(x)
+    changed = (y != x).flatten(1).any(1)
+    assert 0.38 < float(changed.float().mean()) < 0.62                   # about half the images, per sample
+    # each changed image got its own draw: contrast (deterministic) at severity 1 or 5, or noise
+    c1, c5 = corrupt(x, "contrast", 1), corrupt(x, "contrast", 5)
+    kinds = []
+    for i in torch.nonzero(changed).flatten().tolist():
+        kinds.append("c1" if torch.equal(y[i], c1[i]) else "c5" if torch.equal(y[i], c5[i]) else "noise")
+    assert {"c1", "c5", "noise"} <= set(kinds)
+    assert torch.equal(Corrupt("fog", 2, p=0.0, seed=0)(x), x)
+    one = Corrupt("fog", 2, seed=4)(x[0])                                  # a single image (C, H, W)
+    assert one.shape == x[0].shape and not torch.equal(one, x[0])
     data = [(RGB, 0), (RGB, 1)]
     ds = CorruptedDataset(data, "gaussian_noise", 2, seed=5)
     a0, label = ds[0]

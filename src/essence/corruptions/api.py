@@ -9,7 +9,7 @@ import torch
 
 from essence.corruptions.functional import CORRUPTIONS
 from essence.corruptions.params import choose_param_set
-from essence.corruptions.rng import ImageRNG, as_image_rng
+from essence.corruptions.rng import ImageRNG, as_image_rng, image_seeds
 
 __all__ = ["corrupt", "corrupt_tensor", "Corrupt", "CorruptedDataset", "make_generator", "MIN_SIZE", "jpeg_storage"]
 
@@ -252,14 +252,17 @@ def jpeg_storage(images: Any, quality: int = 85) -> Any:
 
 
 class Corrupt(torch.nn.Module):
-    """A batch transform: ``Corrupt("fog", 3)(x)`` for x (N, C, H, W) uint8 or float in [0, 1], on any device.
+    """A batch transform in the style of torchvision v2: ``Corrupt("fog", 3)(x)`` for x (N, C, H, W) uint8 or
+    float in [0, 1], on any device; a single image (C, H, W) is accepted too.
 
-    With a list of names and/or severities, each call picks one (name, severity) pair for the batch at
-    random. The module owns a CPU generator seeded with ``seed``, so a run is reproducible call by call.
+    Per sample: with probability ``p`` the image is corrupted, by a (corruption, severity) pair drawn
+    uniformly from ``name`` x ``severity``; the others pass through unchanged. The module owns a CPU
+    generator seeded with ``seed``: the draws of a call come from it, so a run is reproducible call by call
+    (and image i's corruption does not depend on how the batch is grouped by corruption).
     """
 
     def __init__(self, name: str | list[str] | tuple[str, ...], severity: int | list[int] | tuple[int, ...] = 3, *,
-                 seed: int | None = None, param_set: str = "auto"):
+                 p: float = 1.0, seed: int | None = None, param_set: str = "auto"):
         super().__init__()
         names = [name] if isinstance(name, str) else list(name)
         sevs = [severity] if isinstance(severity, (int, np.integer)) else list(severity)
@@ -267,20 +270,41 @@ class Corrupt(torch.nn.Module):
             raise ValueError("Corrupt needs at least one corruption name and one severity")
         for n in names:
             CORRUPTIONS.get(n)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         self.names = names
         self.severities = [_check_severity(s) for s in sevs]
+        self.p = float(p)
         self.param_set = param_set
         self.generator = make_generator(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"Corrupt expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
-        name = self.names[int(torch.randint(len(self.names), (1,), generator=self.generator))]
-        sev = self.severities[int(torch.randint(len(self.severities), (1,), generator=self.generator))]
-        return corrupt(x, name, sev, generator=self.generator, param_set=self.param_set)
+        if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+            raise ValueError(f"Corrupt expects a tensor (N, C, H, W) or (C, H, W), got {getattr(x, 'shape', x)}")
+        if x.ndim == 3:
+            return self.forward(x[None])[0]
+        _check_shape(*x.shape, layout=f"tensor shape {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and not (x.is_floating_point() and bool(torch.isfinite(x).all())
+                                           and float(x.min()) >= -1e-6 and float(x.max()) <= 1 + 1e-6):
+            raise ValueError(f"Corrupt expects uint8 images or floats in [0, 1], got {x.dtype}")
+        n = len(x)
+        g = self.generator
+        apply = torch.rand(n, generator=g, dtype=torch.float64) < self.p
+        which = torch.randint(len(self.names), (n,), generator=g)
+        sev = torch.randint(len(self.severities), (n,), generator=g)
+        base = int(torch.randint(0, 2**63 - 1, (1,), generator=g, dtype=torch.int64))
+        out = x.clone()
+        for k, name in enumerate(self.names):
+            for j, s in enumerate(self.severities):
+                idx = torch.nonzero(apply & (which == k) & (sev == j)).flatten()
+                if len(idx):   # image i draws from (base, i) whatever the group it falls in
+                    di = idx.to(x.device)
+                    out[di] = _run(x[di].contiguous(), name, s, ImageRNG(image_seeds(base, idx.numpy())),
+                                   self.param_set).to(x.dtype)
+        return out
 
     def extra_repr(self) -> str:
-        return f"names={self.names}, severities={self.severities}, param_set={self.param_set!r}"
+        return f"names={self.names}, severities={self.severities}, p={self.p}, param_set={self.param_set!r}"
 
 
 class CorruptedDataset(torch.utils.data.Dataset):
