@@ -1,4 +1,4 @@
-"""``essence corruptions``: list, apply, gallery, train, evaluate, reproduce."""
+"""``essence corruptions``: list, apply, gallery, export, train, evaluate, reproduce."""
 
 from __future__ import annotations
 
@@ -87,6 +87,29 @@ def _cmd_gallery(args) -> int:
     path = save_figure(gallery_figure(img, _names(args.names), seed=args.seed, param_set=args.param_set),
                        args.output)
     print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from essence.corruptions.export import export, read_image_folder
+
+    src = Path(args.input)
+    files = None
+    if src.is_dir():
+        images, labels, files = read_image_folder(src, size=args.size)
+    elif src.suffix == ".npy":
+        images = np.load(src)
+        if images.ndim == 3:
+            images = images[..., None]
+        if args.labels is None:
+            raise UsageError("a .npy input needs --labels LABELS.npy (one integer per image)")
+        labels = np.load(args.labels)
+    else:
+        raise UsageError(f"input must be an image folder (root/<class>/<image>) or a .npy array, got {src}")
+    out = export(images, labels, args.output, layout=args.layout, names=_names(args.names), seed=args.seed,
+                 param_set=args.param_set, files=files,
+                 severities=[int(s) for s in args.severities.split(",")])
+    print(f"wrote {args.layout} layout: {out} ({len(images)} images x {len(_names(args.names))} corruptions)")
     return 0
 
 
@@ -209,6 +232,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize the image to SIZE x SIZE first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--param-set", default="auto", choices=["auto", "imagenet", "tiny", "cifar"])
+    p = sub.add_parser("export", help="write a corrupted dataset: ImageNet-C folders (JPEG q85) or CIFAR-10-C .npy")
+    p.add_argument("input", help="image folder (ImageFolder layout root/<class>/<image>) or a uint8 .npy (N, H, W, C)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--layout", default="cifar-c", choices=["cifar-c", "imagenet-c"])
+    p.add_argument("--labels", default=None, help="labels .npy for a .npy input")
+    p.add_argument("--names", default="common", help="subset or comma-separated names (default: the 15)")
+    p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated (imagenet-c layout only)")
+    p.add_argument("--size", type=int, default=None, help="resize + centre-crop folder images to SIZE x SIZE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param-set", default="auto", choices=["auto", "imagenet", "tiny", "cifar"])
     p = sub.add_parser("train", help="train a small Fashion-MNIST classifier (a checkpoint for evaluate)")
     p.add_argument("--arch", default="resnet", help="alexnet (the baseline) | vgg | resnet")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the Debian package)")
@@ -235,7 +268,8 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
         if getattr(args, "severity", 1) not in range(1, 6):
             raise UsageError(f"--severity must be in 1..5, got {args.severity}")
-        return {"list": _cmd_list, "apply": _cmd_apply, "gallery": _cmd_gallery, "train": _cmd_train,
+        return {"list": _cmd_list, "apply": _cmd_apply, "gallery": _cmd_gallery, "export": _cmd_export,
+                "train": _cmd_train,
                 "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce}[args.command](args)
 
     return run_cli(run)
