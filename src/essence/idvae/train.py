@@ -159,6 +159,7 @@ def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.devic
     labels_dev = labels.to(dev) if labels is not None else None
     if run is not None:
         run.save_config(cfg)
+        run.record_precision(prec, quiet=not progress)
     history: list[dict] = []
     last_ckpt: Path | None = None
     t0 = time.perf_counter()
