@@ -148,8 +148,12 @@ class Item:
 
 def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool = False, renders: int = 1,
                 soundfont: str = "", seed: int = 0, device: str = "cpu", progress: bool = True,
-                instruments: str = "train") -> list[Item]:
+                instruments: str = "train", segments: int = 1) -> list[Item]:
     """Render the first ``n`` chorales of a split (name order) and compute their HCQTs and labels.
+
+    ``segments`` > 1 renders ``segments * max_seconds`` of each chorale and cuts it into consecutive clips of
+    ``max_seconds`` (a split with few chorales then still gives many clips; clips of one chorale share its
+    instruments and tempo).
 
     ``instruments`` (with ``augment``): ``"train"`` draws each voice's instrument from the training pools,
     ``"held_out"`` from instruments that no training pool contains (out-of-domain validation / test).
@@ -165,6 +169,8 @@ def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool =
         render_chorale,
     )
 
+    if segments < 1 or (segments > 1 and not max_seconds):
+        raise ValueError(f"segments must be >= 1 and needs max_seconds > 0 when > 1, got {segments}")
     if instruments not in ("train", "held_out"):
         raise ValueError(f"instruments must be 'train' or 'held_out', got {instruments!r}")
     pools = HELD_OUT_POOLS if instruments == "held_out" else TRAIN_POOLS
@@ -182,10 +188,18 @@ def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool =
                 raise ValueError(f"the {split} split has fewer than {n} four-voice chorales")
             chorale = load_chorale(path)
         for r in range(renders):
-            rend = render_chorale(chorale, augment=augment, seed=seed + r, max_seconds=max_seconds or None,
-                                  soundfont=soundfont or None, pools=pools)
-            X = hcqt(rend.audio).cpu().numpy().astype(np.float16)
-            times = time_grid(X.shape[-1])
-            items.append(Item(f"{rend.name}#{r}", rend.audio, X, times, rend.f0_on_grid(times),
-                              rend.voice_on_grid(times, 0), rend.voice_on_grid(times, 3)))
+            rend = render_chorale(chorale, augment=augment, seed=seed + r,
+                                  max_seconds=(max_seconds * segments) or None, soundfont=soundfont or None,
+                                  pools=pools)
+            n = int(max_seconds * 22050) if max_seconds and segments > 1 else len(rend.audio)
+            for k in range(segments):
+                audio = rend.audio[k * n: (k + 1) * n]
+                if len(audio) < n // 2 or len(audio) < 22050:  # a short remainder at the end of the piece
+                    break
+                X = hcqt(audio).cpu().numpy().astype(np.float16)
+                times = time_grid(X.shape[-1])
+                t_abs = times + k * n / 22050.0   # labels of the segment: the render's notes, shifted
+                name = f"{rend.name}#{r}" + (f"@{k}" if segments > 1 else "")
+                items.append(Item(name, audio, X, times, rend.f0_on_grid(t_abs), rend.voice_on_grid(t_abs, 0),
+                                  rend.voice_on_grid(t_abs, 3)))
     return items

@@ -197,8 +197,9 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     t_start = time.time()
     dc, tc = cfg.data, cfg.train
     held_out = dc.eval_instruments == "held_out"
-    ev = dict(max_seconds=dc.max_seconds, soundfont=dc.eval_soundfont or dc.soundfont, device=dev,
-              progress=progress, augment=held_out, instruments="held_out" if held_out else "train")
+    ev = dict(max_seconds=dc.eval_seconds or dc.max_seconds, soundfont=dc.eval_soundfont or dc.soundfont,
+              device=dev, progress=progress, augment=held_out, instruments="held_out" if held_out else "train",
+              segments=dc.eval_segments)
     train_items = build_split("train", dc.n_train, augment=dc.augment, renders=dc.renders_per_chorale,
                               max_seconds=dc.max_seconds, soundfont=dc.soundfont, device=dev, progress=progress)
     val_items = build_split("validation", dc.n_validation, **ev)
@@ -207,6 +208,9 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     secs = lambda items: sum(len(i.audio) for i in items) / 22050  # noqa: E731
     seeds = [tc.seed + k for k in range(tc.seeds)]
     full = preset != "tiny"
+
+    def sal(model, items, chans=None, frames=1024):
+        return salience_of(model, items, chans, dev, frames=frames, precision=tc.precision)
 
     report.section("Setup")
     wide = cfg.model.widths == (128, 64, 64, 64, 8)
@@ -219,7 +223,11 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         f"rendered with {eval_sf}, "
         + ("instruments drawn from pools disjoint from the training pools (out of domain)" if held_out else
            "the Bach10 instruments at 90 BPM (the training pools contain them: in-domain timbres)")
-        + f"; each clip cropped to {dc.max_seconds or 'full'} s. Labels are exact (from the notes).\n\n"
+        + f"; training clips cropped to {dc.max_seconds or 'full'} s, validation / test clips "
+        f"{dc.eval_seconds or dc.max_seconds or 'full'} s"
+        + (f" ({dc.eval_segments} consecutive clips per chorale: clips of one chorale share its instruments and "
+           f"tempo, so the intervals over clips are somewhat optimistic)" if dc.eval_segments > 1 else "")
+        + ". Labels are exact (from the notes).\n\n"
         f"Network: the paper's layer list with widths {cfg.model.widths}"
         f"{'' if wide else ' (reduced from 128-64-64-64-8 so that training fits the CPU budget)'}; multi-f0: "
         f"{tc.steps_per_epoch} steps x up to {tc.max_epochs} epochs (early stopping {tc.early_stopping}), melody: "
@@ -247,7 +255,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
             tag = "hcqt" if len(harmonics) == 6 else "cqt"
             res = train(c, train_items, val_items, device=dev, run=run, name=f"multif0-{tag}-s{seed}",
                         progress=progress)
-            sv, st = (salience_of(res.model, items, chans, dev) for items in (val_items, test_items))
+            sv, st = (sal(res.model, items, chans) for items in (val_items, test_items))
             arm = mf0.setdefault(label, Arm())
             tau = _tuned(arm, salience_decoder(sv, "multif0"), salience_decoder(st, "multif0"), val_items,
                          test_items, "multif0")
@@ -269,7 +277,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                       init=res_h.model if tc.warm_start else None, max_epochs=tc.melody_epochs,
                       early_stopping=tc.melody_early_stopping)
         losses.append(("melody", seed, res_m))
-        mv, mt = (salience_of(res_m.model, items, None, dev) for items in (val_items, test_items))
+        mv, mt = (sal(res_m.model, items) for items in (val_items, test_items))
         tau_m = _tuned(mel.setdefault(MEL_NET, Arm()), salience_decoder(mv, "melody"),
                        salience_decoder(mt, "melody"), val_items, test_items, "melody")
         if seed == seeds[0]:
@@ -296,14 +304,14 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     released_mf0 = find_released_weights("multif0")
     if released_mf0 is not None and full:
         orig = load_keras_h5(released_mf0, task="multif0")
-        ov, ot = (salience_of(orig, items, None, dev, frames=512) for items in (val_items, test_items))
+        ov, ot = (sal(orig, items, frames=512) for items in (val_items, test_items))
         _tuned(mf0.setdefault(REL_MF0, Arm()), salience_decoder(ov, "multif0"), salience_decoder(ot, "multif0"),
                val_items, test_items, "multif0")
         released_default = per_clip(salience_decoder(ot, "multif0"), test_items, "multif0", 0.3)
     released_mel = find_released_weights("melody2")
     if released_mel is not None and full:
         orig_m = load_keras_h5(released_mel, task="melody")
-        ov, ot = (salience_of(orig_m, items, None, dev, frames=512) for items in (val_items, test_items))
+        ov, ot = (sal(orig_m, items, frames=512) for items in (val_items, test_items))
         _tuned(mel.setdefault(REL_MEL, Arm()), salience_decoder(ov, "melody"), salience_decoder(ot, "melody"),
                val_items, test_items, "melody")
 

@@ -143,10 +143,15 @@ def train(cfg: DeepSalienceConfig, train_items: list[Item], val_items: list[Item
 
 @torch.no_grad()
 def salience_of(model: SalienceNet, items: list[Item], channels: tuple[int, ...] | None = None,
-                device: str = "cpu", frames: int = 1024) -> list[np.ndarray]:
-    """Salience maps (360, T) of precomputed HCQTs (CNN in chunks of ``frames`` with 8 frames of context)."""
+                device: str = "cpu", frames: int = 1024, precision: str = "fp32") -> list[np.ndarray]:
+    """Salience maps (360, T) of precomputed HCQTs (CNN in chunks of ``frames`` with 8 frames of context).
+
+    ``precision``: as ``train.precision`` (``auto`` = bf16 autocast where native); reproduce runs every network,
+    ours and the released ones, in the same precision.
+    """
     dev = torch.device(device)
     model = model.to(dev).eval()
+    prec = Precision(precision, dev)
     out = []
     for it in items:
         X = torch.from_numpy(it.hcqt.astype(np.float32)).to(dev)
@@ -157,7 +162,9 @@ def salience_of(model: SalienceNet, items: list[Item], channels: tuple[int, ...]
         for t0 in range(0, T, frames):
             t1 = min(T, t0 + frames)
             c0, c1 = max(0, t0 - 8), min(T, t1 + 8)
-            S[:, t0:t1] = model(X[None, :, :, c0:c1])[0, :, t0 - c0: t0 - c0 + t1 - t0].float().cpu()
+            with prec.autocast():
+                s = model(X[None, :, :, c0:c1])
+            S[:, t0:t1] = s[0, :, t0 - c0: t0 - c0 + t1 - t0].float().cpu()
         out.append(S.numpy())
     return out
 
