@@ -13,7 +13,10 @@ Writing goes to a temporary file in the same folder followed by ``os.replace``: 
 half-written checkpoint behind.
 
 Resume restores all of it, so a resumed run continues bit-identically to an uninterrupted one (given
-deterministic kernels and data order derived from the restored RNG state / step).
+deterministic kernels and data order derived from the restored RNG state / step). What the config of the resumed
+run sets wins over the checkpoint: optimizer hyperparameters (weight decay, momentum, betas) are those of the live
+optimizer, and a :class:`~essence.core.loop.ScheduleLR` keeps its own schedule and learning rate (so ``--set
+train.max_steps=400`` or ``--set optim.lr=0.1`` on resume take effect from the restored step on).
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ class Checkpoint:
     path: Path | None = None
     _raw: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def require_config(self) -> dict[str, Any]:
+        """The resolved config stored in the checkpoint; :class:`CheckpointError` when it has none."""
+        if not isinstance(self.config, dict):
+            raise CheckpointError(f"{self.path} has no config: it was not written by a training run, so it cannot "
+                                  "be resumed or evaluated (pass the checkpoint of an `essence <method> train` run)")
+        return self.config
 
     def module_state(self, name: str) -> dict[str, torch.Tensor]:
         prefix = f"module/{name}/"
@@ -232,12 +242,33 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {err}") from None
     if "essence" not in header:
         raise CheckpointError(f"{path} is a safetensors file but not an essence checkpoint (no 'essence' header)")
-    meta = json.loads(header["essence"])
-    if meta.get("format") != _FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    meta = _parse_header(path, header["essence"])
     free = {k[len("tensor/"):]: v for k, v in raw.items() if k.startswith("tensor/")}
     return Checkpoint(step=meta["step"], config=meta.get("config"), state=meta["state"], tensors=free,
                       path=path, _raw=raw, _meta=meta)
+
+
+def _parse_header(path: Path, text: str) -> dict[str, Any]:
+    """The 'essence' JSON header, checked for what loading relies on (one-line CheckpointErrors)."""
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: the checkpoint's JSON header is corrupt ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the checkpoint's JSON header is not an object")
+    if meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r} (expected {_FORMAT!r})")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        what = "has no 'step'" if step is None else f"has an invalid 'step' ({step!r})"
+        raise CheckpointError(f"{path}: the checkpoint {what}; it cannot be resumed")
+    if meta.get("config") is not None and not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path}: the checkpoint's 'config' is not an object")
+    for key in ("state", "optimizers", "schedulers", "scalers"):
+        value = meta.setdefault(key, {})
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: the checkpoint's {key!r} is not an object")
+    return meta
 
 
 def load_checkpoint(
@@ -267,7 +298,16 @@ def load_checkpoint(
     for name, opt in (optimizers or {}).items():
         if name not in meta["optimizers"]:
             raise CheckpointError(f"{ckpt.path} has no optimizer {name!r} (it has {sorted(meta['optimizers'])})")
-        opt.load_state_dict(_join_optimizer(name, meta["optimizers"][name], ckpt._raw))
+        # The hyperparameters of the live optimizer come from the config the run is resumed with (--set
+        # optim.weight_decay=... on resume takes effect); the checkpoint gives the state (momentum buffers, Adam
+        # moments, step counts) and the learning rates, which a ScheduleLR loaded next sets from its schedule.
+        live = [{k: v for k, v in g.items() if k not in _RESTORED_GROUP_KEYS} for g in opt.param_groups]
+        try:
+            opt.load_state_dict(_join_optimizer(name, meta["optimizers"][name], ckpt._raw))
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{ckpt.path}: optimizer {name!r} does not match: {err}") from None
+        for group, hyper in zip(opt.param_groups, live):
+            group.update(hyper)
     for kind, objs in (("schedulers", schedulers), ("scalers", scalers)):
         for name, obj in (objs or {}).items():
             if name not in meta[kind]:
@@ -278,6 +318,7 @@ def load_checkpoint(
     return ckpt
 
 
+_RESTORED_GROUP_KEYS = ("params", "lr", "initial_lr")
 _STEP = re.compile(r"step-(\d+)\.safetensors$")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from essence.core.registry import suggest
 
-__all__ = ["method_parser", "add_run_args", "run_cli", "UsageError", "ArgumentParser"]
+__all__ = ["method_parser", "add_run_args", "run_cli", "UsageError", "ArgumentParser", "device_arg"]
 
 
 class UsageError(ValueError):
@@ -25,6 +25,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with did-you-mean suggestions for unknown sub-commands and choices."""
 
     def error(self, message: str):  # type: ignore[override]
+        if message.startswith(_DEVICE_ERROR):   # a well-formed value this machine lacks: the usage would not help
+            self.exit(2, f"{self.prog}: error: {message[len(_DEVICE_ERROR):]}\n")
         if "invalid choice:" in message:
             try:
                 bad = message.split("invalid choice: ")[1].split(" (choose from")[0].strip("'\"")
@@ -35,6 +37,22 @@ class ArgumentParser(argparse.ArgumentParser):
                 pass
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_DEVICE_ERROR = "argument --device: "
+
+
+def device_arg(value: str) -> str:
+    """argparse ``type`` of ``--device``: refuse a device this machine does not have (``cuda:7``, ``cuda`` without
+    a GPU) before any run directory is made; returns the value unchanged (``auto`` is resolved later, per
+    process under torchrun)."""
+    from essence.core.runtime import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
 
 
 def method_parser(cli_name: str, description: str) -> tuple[ArgumentParser, argparse._SubParsersAction]:
@@ -52,8 +70,10 @@ def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("
                         help=f"config preset (default: {default_preset})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=0.1 (repeatable)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<method>/<time>-<preset>)")
+    parser.add_argument("--device", default="auto", type=device_arg,
+                        help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<method>/<time>-<preset>); "
+                                                    "an existing run is refused unless resuming")
 
 
 def run_cli(fn: Callable[[], int | None]) -> int:
@@ -68,12 +88,21 @@ def run_cli(fn: Callable[[], int | None]) -> int:
         console.print("[yellow]interrupted[/]")
         return 130
     except NonFiniteLossError as err:  # the run stopped; its last good checkpoint is kept
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        _print_error(err)
         return 1
     except ImportError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        _print_error(err)
         return 1
     except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        console.print(f"[red]error:[/] {msg}", highlight=False)
+        _print_error(err.args[0] if isinstance(err, KeyError) and err.args else err)
         return 2
+
+
+def _print_error(message: object) -> None:
+    """``error: <message>`` on one line of stderr: not wrapped at the terminal width (rich would wrap at 80
+    columns when stderr is a pipe), and brackets in the message are not taken for markup."""
+    from rich.markup import escape
+
+    from essence.core.progress import console
+
+    console.print(f"[red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)

@@ -18,7 +18,25 @@ from typing import Any
 
 from essence.core.distributed import broadcast_object, is_main
 
-__all__ = ["Run", "default_runs_root", "read_metrics"]
+__all__ = ["Run", "RunExistsError", "run_files", "default_runs_root", "read_metrics"]
+
+
+class RunExistsError(ValueError):
+    """``--out`` names a directory that already holds a run, and the command is not resuming it."""
+
+
+_RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "report.md")
+
+
+def run_files(path: str | Path) -> list[str]:
+    """What makes ``path`` an existing run directory (its run files and checkpoints); empty when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    found = [name for name in _RUN_FILES if (path / name).exists()]
+    if any((path / "checkpoints").glob("*.safetensors")):
+        found.append("checkpoints/")
+    return found
 
 
 def default_runs_root() -> Path:
@@ -55,10 +73,22 @@ class Run:
                 (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, method: str, preset: str, out: str | Path | None = None, *, exact: bool = False) -> Run:
-        """A new run dir. ``out`` is the place itself when ``exact`` (``--out DIR``), else a parent folder."""
+    def create(cls, method: str, preset: str, out: str | Path | None = None, *, exact: bool = False,
+               resume: bool = False, resumable: bool = False) -> Run:
+        """A new run dir. ``out`` is the place itself when ``exact`` (``--out DIR``), else a parent folder.
+
+        An exact ``out`` that already holds a run (config.json, metrics.jsonl, checkpoints, ...) is refused with
+        :class:`RunExistsError` unless ``resume`` (continuing that run); ``resumable`` says whether the command has
+        a ``--resume`` to suggest.
+        """
         if out is not None and exact:
             path = Path(out)
+            found = run_files(path)
+            if found and not resume:   # checked on every process before the broadcast: all agree, none waits
+                hint = "pass --resume to continue it or choose another --out" if resumable else (
+                    "choose another --out (or delete that directory)")
+                raise RunExistsError(f"--out {path} is an existing run directory (it has {', '.join(found)}); "
+                                     f"{hint}")
         else:
             root = Path(out) if out is not None else default_runs_root()
             stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -38,10 +38,12 @@ def set_deterministic(enabled: bool = True) -> None:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available raises ValueError."""
+    """``auto`` picks cuda, then mps, then cpu; a device that is malformed or not on this machine raises a one-line
+    ValueError (``cuda:7`` with 2 GPUs, ``cuda`` with none)."""
     if isinstance(device, torch.device):
-        return device
-    name = str(device).strip().lower()
+        name = str(device)
+    else:
+        name = str(device).strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -49,11 +51,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    kind = name.split(":")[0]
-    if kind not in {"cpu", "cuda", "mps"}:
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but torch sees no CUDA GPU (use --device cpu or auto)")
+    kind, sep, index = name.partition(":")
+    if kind not in {"cpu", "cuda", "mps"} or (sep and not index.isdigit()):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {str(device)!r}")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was requested but torch sees no CUDA GPU (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        if sep and int(index) >= count:
+            raise ValueError(f"device {name!r} was requested but this machine has {count} CUDA GPU"
+                             f"{'' if count == 1 else 's'} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' was requested but this machine has no MPS backend")
     return torch.device(name)

@@ -29,13 +29,13 @@ def _train(args) -> int:
         src = Path(args.resume)
         ckpt_dir = src / "checkpoints" if (src / "checkpoints").is_dir() else src
         ckpt = read_checkpoint(ckpt_dir)
-        cfg = MoCoConfig.from_dict(ckpt.config).with_overrides(args.overrides)
+        cfg = MoCoConfig.from_dict(ckpt.require_config()).with_overrides(args.overrides)
         run = Run(args.out or (src if (src / "checkpoints").is_dir() else ckpt.path.parent.parent),
                   method="moco", preset=args.preset)
         resume = ckpt.path
     else:
         cfg = PRESETS.build(args.preset, args.overrides)
-        run = Run.create("moco", args.preset, args.out, exact=args.out is not None)
+        run = Run.create("moco", args.preset, args.out, exact=args.out is not None, resumable=True)
         resume = None
     try:
         result = train(cfg, run, device=args.device, resume=resume)

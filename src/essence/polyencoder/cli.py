@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from essence.core.cli import add_run_args, method_parser, run_cli
+from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
 
 __all__ = ["main", "read_candidates"]
 
@@ -92,12 +92,16 @@ def main(argv: list[str]) -> int:
                              device=args.device, overrides=args.overrides)
             return 0
         if args.command == "train":
-            from essence.core.runs import Run
+            from essence.core.runs import Run, run_files
             from essence.polyencoder.config import PRESETS
             from essence.polyencoder.train import train
 
             cfg = PRESETS.build(args.preset, args.overrides)
-            run_dir = Run.create("polyencoder", args.preset, args.out, exact=args.out is not None)
+            if args.resume and not (args.out and run_files(args.out)):
+                raise UsageError("--resume needs --out naming the run to continue" if args.out is None
+                                 else f"--resume: --out {args.out} holds no run to continue")
+            run_dir = Run.create("polyencoder", args.preset, args.out, exact=args.out is not None,
+                                 resume=args.resume, resumable=True)
             res = train(cfg, run_dir, device=args.device, resume=args.resume)
             print(f"trained {cfg.model.architecture}-encoder for {res.step} steps -> {run_dir.dir}")
             return 0
