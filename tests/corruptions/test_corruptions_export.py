@@ -55,3 +55,25 @@ def test_imagenet_c_folder_layout_from_an_image_folder(tmp_path):
     assert np.array_equal(got, jpeg_storage(np.ascontiguousarray(want)))          # Pillow JPEG q85 of the pixels
     with pytest.raises(ValueError, match="stacks all five"):
         export(X, Y, tmp_path / "x", layout="cifar-c", names=NAMES, severities=(1,))
+
+
+def test_evaluate_a_torchvision_model_on_an_image_folder(tmp_path):
+    import json
+
+    import torchvision
+
+    src = tmp_path / "val"
+    for i, img in enumerate(X):
+        (src / f"class{Y[i]}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(src / f"class{Y[i]}" / f"img{i}.png")
+    torch.manual_seed(0)
+    net = torchvision.models.get_model("resnet18", weights=None)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "run"
+    assert main(["evaluate", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "w.pt"), "--data",
+                 str(src), "--names", "contrast,fog", "--device", "cpu", "--out", str(out)]) == 0
+    errors = json.loads((out / "errors.json").read_text())
+    assert set(errors["errors"]) == {"contrast", "fog"} and len(errors["errors"]["fog"]) == 5
+    assert main(["evaluate", "--model", "torchvision:resnet_nope", "--data", str(src)]) == 2
+    assert main(["evaluate", "--model", "torchvision:resnet18", "--weights", str(tmp_path / "nope.pt"),
+                 "--data", str(src)]) != 0

@@ -143,10 +143,82 @@ def _cmd_train(args) -> int:
     return 0
 
 
+class _Normalized:
+    """Wraps a model that expects normalised input: x in [0, 1] -> (x - mean) / std -> model."""
+
+    @staticmethod
+    def wrap(model, mean, std):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+                self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+                self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+            def forward(self, x):
+                return self.model((x - self.mean) / self.std)
+
+        return Wrapped()
+
+
+def load_any_model(spec: str, weights: str | None = None, normalize: str = "imagenet", num_classes: int | None = None):
+    """(model, name) from an essence checkpoint, ``torchvision:NAME`` or ``timm:NAME`` (+ a state-dict file in
+    ``weights``, loaded with weights_only=True; nothing is downloaded). ``normalize``: the input normalisation
+    the torchvision / timm model expects (``imagenet`` mean/std, or ``none``)."""
+    import torch
+
+    if spec.startswith(("torchvision:", "timm:")):
+        lib, name = spec.split(":", 1)
+        kw = {} if num_classes is None else {"num_classes": num_classes}
+        if lib == "torchvision":
+            import torchvision
+
+            try:
+                model = torchvision.models.get_model(name, weights=None, **kw)
+            except ValueError as err:
+                raise UsageError(f"unknown torchvision model {name!r}: {err}") from None
+        else:
+            try:
+                import timm
+            except ImportError as err:
+                raise UsageError("timm models need timm: pip install timm") from err
+            try:
+                model = timm.create_model(name, pretrained=False, **kw)
+            except RuntimeError as err:
+                raise UsageError(f"unknown timm model {name!r}: {err}") from None
+        if weights:
+            if not Path(weights).exists():
+                raise FileNotFoundError(f"weights file not found: {weights}")
+            if weights.endswith(".safetensors"):
+                from safetensors.torch import load_file
+                state = load_file(weights)
+            else:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+            model.load_state_dict(state)
+        if normalize == "imagenet":
+            model = _Normalized.wrap(model, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        elif normalize != "none":
+            raise UsageError(f"--normalize must be imagenet or none, got {normalize!r}")
+        return model, name
+    from essence.core.checkpoint import load_checkpoint, read_checkpoint
+    from essence.corruptions.model import build_model
+
+    ckpt = read_checkpoint(spec)
+    arch = ckpt.state.get("arch")
+    if arch is None:
+        raise ValueError(f"{spec} has no 'arch' in its state: not a checkpoint of `essence corruptions train` "
+                         "(for other models use torchvision:NAME or timm:NAME with --weights)")
+    model = build_model(arch, in_channels=3 if ckpt.state.get("data") == "composite" else 1)
+    load_checkpoint(ckpt.path, modules={"model": model}, restore_rng=False)
+    return model, arch
+
+
 def _cmd_evaluate(args) -> int:
     import torch
 
-    from essence.core.checkpoint import load_checkpoint, read_checkpoint
     from essence.core.progress import format_table_markdown
     from essence.core.report import save_figure
     from essence.core.runs import Run
@@ -159,22 +231,24 @@ def _cmd_evaluate(args) -> int:
         save_errors,
         severity_figure,
     )
-    from essence.corruptions.model import build_model
     from essence.data import load_fashion_mnist
     from essence.metrics import robustness as R
 
-    if args.data != "fashion-mnist":
-        raise UsageError(f"--data must be 'fashion-mnist' (the dataset that ships here), got {args.data!r}")
-    ckpt = read_checkpoint(args.model)
-    arch = ckpt.state.get("arch")
-    if arch is None:
-        raise ValueError(f"{args.model} has no 'arch' in its state: not a checkpoint of `essence corruptions train`")
-    model = build_model(arch)
-    load_checkpoint(ckpt.path, modules={"model": model}, restore_rng=False)
+    model, arch = load_any_model(args.model, args.weights, args.normalize)
     device = resolve_device(args.device)
     model = model.to(device).eval()
     baseline = load_baseline(args.baseline) if args.baseline else None
-    x, y = load_fashion_mnist("test", root=args.data_root)
+    if args.data == "fashion-mnist":
+        x, y = load_fashion_mnist("test", root=args.data_root)
+    elif args.data == "composite":
+        from essence.data.composite import load_composite
+        x, y = load_composite("test", root=args.data_root)
+    elif Path(args.data).is_dir():
+        from essence.corruptions.export import read_image_folder
+        x, y, _ = read_image_folder(args.data, size=args.size)
+    else:
+        raise UsageError(f"--data must be fashion-mnist, composite or an image folder (root/<class>/<image>), "
+                         f"got {args.data!r}")
     if args.test_size:
         idx = np.random.default_rng(args.seed + 1).permutation(len(x))[:args.test_size]
         x, y = x[np.sort(idx)], y[np.sort(idx)]
@@ -184,9 +258,9 @@ def _cmd_evaluate(args) -> int:
     clean, errors = evaluate_corruptions({arch: model}, x, y, names=names, seed=args.seed, batch_size=500,
                                          precision="fp32")
     clean, errors = clean[arch], errors[arch]
-    save_errors(run.dir / "errors.json", clean=clean, errors=errors, model=arch, checkpoint=str(ckpt.path),
+    save_errors(run.dir / "errors.json", clean=clean, errors=errors, model=arch, checkpoint=str(args.model),
                 test_images=len(x), seed=args.seed)
-    lines = [f"# Fashion-MNIST-C evaluation of `{ckpt.path}` ({arch})", "",
+    lines = [f"# {args.data}-C evaluation of `{args.model}` ({arch})", "",
              f"Clean error: {100 * clean:.2f}% on {len(x)} test images. Mean corruption error (unnormalised): "
              f"{100 * R.unnormalized_mean_error(errors, names):.2f}%.", ""]
     if baseline is not None:
@@ -246,9 +320,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="resnet", help="alexnet (the baseline) | vgg | resnet")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST folder (default: the Debian package)")
     add_run_args(p)
-    p = sub.add_parser("evaluate", help="clean + 19x5 corrupted Fashion-MNIST errors of a checkpoint")
-    p.add_argument("--model", required=True, help="checkpoint written by `essence corruptions train`")
-    p.add_argument("--data", default="fashion-mnist")
+    p = sub.add_parser("evaluate", help="clean + corrupted errors of a model on a dataset or an image folder")
+    p.add_argument("--model", required=True, help="a checkpoint of `essence corruptions train`, or torchvision:NAME / "
+                                                  "timm:NAME with --weights")
+    p.add_argument("--weights", default=None, help="state dict (.pt/.pth/.safetensors) for torchvision:/timm: models")
+    p.add_argument("--normalize", default="imagenet", help="input normalisation of torchvision/timm models: "
+                                                           "imagenet | none")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | composite | an image folder "
+                                                           "(root/<class>/<image>)")
+    p.add_argument("--size", type=int, default=None, help="resize + centre-crop folder images to SIZE x SIZE")
     p.add_argument("--data-root", default=None)
     p.add_argument("--baseline", default=None, help="evaluate run (or errors.json) of the baseline model for CE")
     p.add_argument("--names", default="all", help="corruptions (default: all 19; mCE uses the 15 benchmark ones)")
