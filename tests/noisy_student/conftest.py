@@ -47,3 +47,11 @@ def cfg():
     return PRESETS.build("tiny", ["model.num_classes=4", "optim.batch_size=8", "optim.unlabeled_ratio=2",
                                   "optim.teacher_steps=4", "optim.student_steps=4", "train.ckpt_every=2",
                                   "train.threads=1", "eval.batch_size=64"])
+
+
+@pytest.fixture
+def synth():
+    """The helpers themselves: ``synth.bars(...)``, ``synth.make_data(...)``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(bars=bars, make_data=make_data)

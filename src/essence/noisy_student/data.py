@@ -87,7 +87,7 @@ def split_fashion_mnist(cfg: DataConfig) -> SemiSupervisedData:
 
 
 def make_split(images: np.ndarray, labels: np.ndarray, labeled: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-               cfg: DataConfig) -> SemiSupervisedData:
+               cfg: DataConfig, num_classes: int = 10) -> SemiSupervisedData:
     """The split for given labeled indices: only ``labels[labeled]`` is read; every other training image becomes
     an unlabeled image without its label."""
     lab = np.sort(np.asarray(labeled, dtype=np.int64))
@@ -103,7 +103,7 @@ def make_split(images: np.ndarray, labels: np.ndarray, labeled: np.ndarray, test
     return SemiSupervisedData(labeled_x=torch.from_numpy(images[lab].copy())[:, None],
                               labeled_y=torch.from_numpy(np.asarray(labels[lab], dtype=np.int64).copy()),
                               unlabeled_x=unl, test_x=torch.from_numpy(test_x.copy())[:, None],
-                              test_y=torch.from_numpy(test_y.copy()), n_ood=cfg.ood)
+                              test_y=torch.from_numpy(test_y.copy()), n_ood=cfg.ood, num_classes=num_classes)
 
 
 def load_data(cfg: DataConfig) -> SemiSupervisedData:

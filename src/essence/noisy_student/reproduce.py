@@ -82,8 +82,8 @@ def _m(x) -> np.ndarray:
     return np.atleast_2d(np.asarray(x, dtype=np.float64))
 
 
-def decide_claims(items: Mapping[str, np.ndarray], robust: Mapping[str, Mapping[str, np.ndarray]] | None = None
-                  ) -> dict[str, list[stats.Decision]]:
+def decide_claims(items: Mapping[str, np.ndarray], robust: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+                  *, n_resamples: int = 2000) -> dict[str, list[stats.Decision]]:
     """Decisions per claim from per-item scores.
 
     Args:
@@ -91,11 +91,15 @@ def decide_claims(items: Mapping[str, np.ndarray], robust: Mapping[str, Mapping[
             ``teacher_abl`` / ``gen1_abl`` (the teacher and gen-1 student of the ablation seeds) and the ablation
             arms of :data:`ARMS` (any may be missing: its claim is skipped).
         robust: ``{"item_error": {arm: (seeds, items)}, "clip_fp": {arm: (seeds, clips)}}`` for claim (f).
+        n_resamples: bootstrap resamples per interval.
     """
+    def hdiff(a, b, unit: str) -> stats.Estimate:
+        return stats.hierarchical_difference(_m(a), _m(b), unit=unit, n_resamples=n_resamples)
+
     d: dict[str, list[stats.Decision]] = {}
 
     def diff(a: str, b: str) -> stats.Estimate:
-        return stats.hierarchical_difference(_m(items[a]), _m(items[b]), unit="test images")
+        return hdiff(items[a], items[b], "test images")
 
     if {"teacher", "gen1"} <= set(items):
         d["a"] = [stats.decide(diff("gen1", "teacher"), direction="greater")]
@@ -114,11 +118,9 @@ def decide_claims(items: Mapping[str, np.ndarray], robust: Mapping[str, Mapping[
         d["e"] = [stats.decide(diff(s, "small_student"), direction="greater")]
     if robust and {"teacher", "gen1"} <= set(robust.get("item_error", {})):
         err, fp = robust["item_error"], robust.get("clip_fp", {})
-        d["f"] = [stats.decide(stats.hierarchical_difference(_m(err["gen1"]), _m(err["teacher"]),
-                                                             unit="test images"), direction="less")]
+        d["f"] = [stats.decide(hdiff(err["gen1"], err["teacher"], "test images"), direction="less")]
         if {"teacher", "gen1"} <= set(fp):
-            d["f"].append(stats.decide(stats.hierarchical_difference(_m(fp["gen1"]), _m(fp["teacher"]), unit="clips"),
-                                       direction="less"))
+            d["f"].append(stats.decide(hdiff(fp["gen1"], fp["teacher"], "clips"), direction="less"))
     return d
 
 

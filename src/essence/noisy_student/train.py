@@ -309,6 +309,11 @@ def train(cfg: NoisyStudentConfig, run: Run | None = None, *, device: str | torc
     dev = info.device
     torch.set_num_threads(cfg.train.threads or default_num_threads())
     data = data if data is not None else load_data(cfg.data)
+    Bu = cfg.optim.batch_size * cfg.optim.unlabeled_ratio
+    if cfg.loop.generations and data.unlabeled_x.shape[0] < Bu:
+        raise ValueError(f"the unlabeled set ({data.unlabeled_x.shape[0]} images) is smaller than one unlabeled "
+                         f"batch ({Bu} = {cfg.optim.unlabeled_ratio} x {cfg.optim.batch_size}); lower "
+                         "optim.unlabeled_ratio or optim.batch_size")
     prec = Precision(cfg.train.precision, dev)
     if run is not None:
         run.record_precision(prec)
