@@ -72,3 +72,32 @@ def test_every_released_file_equals_the_numpy_forward(name):
     assert np.max(np.abs(got - expected)) < 1e-4
     flipped = _numpy_forward(path, x[:, :, ::-1].copy())[:, ::-1]
     assert np.max(np.abs(flipped - expected)) > 1e-3                # the check would see a time-flipped kernel
+
+
+def test_bn_layer_names_and_shapes_are_checked(tmp_path):
+    import shutil
+
+    from essence.deep_salience.model import WeightsError
+
+    if not (WEIGHTS / "multif0.h5").is_file():
+        pytest.skip("the released Keras weights are not in shared/deep_salience/weights (optional)")
+    bad = tmp_path / "renamed_bn.h5"
+    shutil.copy(WEIGHTS / "multif0.h5", bad)
+    with h5py.File(bad, "r+") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
+        old = names[3]                                            # the BatchNorm after bendy1
+        root.move(old, "norm_x")
+        root.attrs["layer_names"] = [("norm_x" if n == old else n).encode() for n in names]
+    with pytest.raises(WeightsError, match="batch_normalization"):
+        read_keras_h5(bad)
+    swapped = tmp_path / "swapped.h5"
+    shutil.copy(WEIGHTS / "multif0.h5", swapped)
+    with h5py.File(swapped, "r+") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
+        i, j = names.index("bendy2"), names.index("bendy2") + 1  # conv and its BatchNorm trade places
+        names[i], names[j] = names[j], names[i]
+        root.attrs["layer_names"] = [n.encode() for n in names]
+    with pytest.raises(WeightsError, match="order"):
+        read_keras_h5(swapped)

@@ -150,6 +150,7 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
                 raise WeightsError(f"{path}: no 'layer_names' attribute; not a Keras weight file")
             out: dict[str, np.ndarray] = {}
             n_bn = 0
+            order: list[str] = []
             for name in names:
                 group = root[name]
                 weight_names = [w.decode() if isinstance(w, bytes) else str(w)
@@ -160,10 +161,15 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
                           for w in weight_names}
                 if name in _CONVS:
                     out[f"{name}.kernel"], out[f"{name}.bias"] = arrays["kernel"], arrays["bias"]
+                    order.append(name)
                 elif {"gamma", "beta", "moving_mean", "moving_variance"} <= set(arrays):
+                    if not name.startswith("batch_normalization"):
+                        raise WeightsError(f"{path}: layer {name!r} holds BatchNorm weights but is not named "
+                                           f"batch_normalization_*")
                     for k in ("gamma", "beta", "moving_mean", "moving_variance"):
                         out[f"bn{n_bn}.{k}"] = arrays[k]
                     n_bn += 1
+                    order.append("bn")
                 else:
                     raise WeightsError(f"{path}: unexpected layer {name!r} with weights {sorted(arrays)}")
     except (OSError, KeyError) as err:
@@ -176,10 +182,24 @@ def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
     if missing or n_bn not in (5, 6):
         raise WeightsError(f"{path}: not a Deep Salience model (convolutions missing: {missing}, "
                            f"{n_bn} BatchNorm layers; expected bendy1..squishy and 6 BatchNorms)")
+    expected = [x for c in _CONVS[:-1] for x in (c, "bn")] + ["squishy"]
+    if order not in (expected, ["bn", *expected]):
+        raise WeightsError(f"{path}: layers in the order {order}; the paper's model has {expected} (after an "
+                           f"optional input BatchNorm)")
     for name, k in zip(_CONVS, _KERNELS):
         shape = out[f"{name}.kernel"].shape
         if shape[:2] != k:
             raise WeightsError(f"{path}: layer {name} has kernel {shape[:2]}, the paper's model has {k}")
+        if out[f"{name}.bias"].shape != (shape[3],):
+            raise WeightsError(f"{path}: layer {name} has bias {out[f'{name}.bias'].shape} for {shape[3]} outputs")
+    # every BatchNorm tensor has the width of what it normalises: the input, then each convolution's output
+    widths = ([out["bendy1.kernel"].shape[2]] if n_bn == 6 else []) + [out[f"{c}.kernel"].shape[3]
+                                                                       for c in _CONVS[:-1]]
+    for i, width in enumerate(widths):
+        for k in ("gamma", "beta", "moving_mean", "moving_variance"):
+            if out[f"bn{i}.{k}"].shape != (width,):
+                raise WeightsError(f"{path}: BatchNorm {i} {k} has shape {out[f'bn{i}.{k}'].shape}, expected "
+                                   f"({width},)")
     return out
 
 
