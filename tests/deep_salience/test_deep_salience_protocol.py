@@ -296,3 +296,22 @@ def test_folder_of_audio_in_one_command_writes_csv_notes_midi_plot(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["predict", str(empty), "--weights", str(ckpt), "-o", str(out)]) == 2
+
+
+def test_evaluate_command_scores_mirex_files(tmp_path, capsys):
+    from essence.deep_salience.cli import read_f0_file
+    from essence.metrics.pitch import multipitch_scores
+
+    ref, est = tmp_path / "ref.txt", tmp_path / "est.csv"
+    ref.write_text("0.00\t220.0\t330.0\n0.01\t220.0\n0.02\n0.03\t440.0\n")
+    est.write_text("time,f0\n0.00,220.0,330.0\n0.01,221.0\n0.02,100.0\n0.03\n")
+    t, f = read_f0_file(ref, "multif0")
+    assert list(t) == [0.0, 0.01, 0.02, 0.03] and [len(x) for x in f] == [2, 1, 0, 1]
+    assert main(["evaluate", str(est), str(ref)]) == 0
+    acc = multipitch_scores(t, f, *read_f0_file(est, "multif0"))["Accuracy"]
+    assert acc == pytest.approx(3 / 5)                   # TP 3, FP 1, FN 1
+    assert f"{acc:.4f}" in (lambda c: c.out + c.err)(capsys.readouterr())
+    bad = tmp_path / "bad.txt"
+    bad.write_text("0.0 220\n0.01 abc\n")
+    assert main(["evaluate", str(bad), str(ref)]) == 2
+    assert main(["evaluate", str(est), str(ref), "--task", "melody"]) == 2   # two frequencies in a melody row

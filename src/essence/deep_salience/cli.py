@@ -13,7 +13,7 @@ from pathlib import Path
 
 from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
 
-__all__ = ["main", "resolve_weights"]
+__all__ = ["main", "resolve_weights", "read_f0_file"]
 
 DEFAULT_FILES = {"multif0": "multif0", "melody": "melody2", "bass": "bass"}
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".opus")
@@ -235,6 +235,52 @@ def _train(args) -> int:
     return 0
 
 
+def read_f0_file(path: str | Path, task: str):
+    """A MIREX-style F0 file (the CSV ``predict`` writes; tab, comma or space separated): per row a time, then
+    the frequencies of that frame (multi-f0; none = silence) or one frequency (melody / bass; <= 0 unvoiced).
+    Returns (times, freqs) in mir_eval's format."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"F0 file not found: {p}")
+    times, freqs = [], []
+    for i, line in enumerate(p.read_text().splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            row = [float(x) for x in fields]
+        except ValueError:
+            if not times:  # a header row
+                continue
+            raise ValueError(f"{p}:{i}: expected numbers (time, then frequencies), got {line!r}") from None
+        times.append(row[0])
+        freqs.append(np.array(row[1:]))
+    if not times:
+        raise ValueError(f"{p} holds no rows (expected: time, then frequencies, per line)")
+    t = np.array(times)
+    if np.any(np.diff(t) < 0):
+        raise ValueError(f"{p}: the times are not in increasing order")
+    if task == "multif0":
+        return t, [f[f > 0] for f in freqs]
+    if any(len(f) != 1 for f in freqs):
+        raise ValueError(f"{p}: a melody / bass file has exactly one frequency per row")
+    return t, np.array([f[0] for f in freqs])
+
+
+def _evaluate(args) -> int:
+    from essence.core.progress import print_table
+    from essence.metrics.pitch import melody_scores, multipitch_scores
+
+    rt, rf = read_f0_file(args.reference, args.task)
+    et, ef = read_f0_file(args.estimate, args.task)
+    scores = multipitch_scores(rt, rf, et, ef) if args.task == "multif0" else melody_scores(rt, rf, et, ef)
+    print_table(["metric", "score"], [(k, f"{v:.4f}") for k, v in scores.items()],
+                title=f"{args.task}: {Path(args.estimate).name} against {Path(args.reference).name}")
+    return 0
+
+
 def _reproduce(args) -> int:
     from essence.cli import reproduce_method
 
@@ -265,6 +311,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    e = sub.add_parser("evaluate", help="mir_eval scores of an F0 file against a reference (MIREX-style files)")
+    e.add_argument("estimate", help="estimated F0: per row a time, then frequencies (predict's CSV)")
+    e.add_argument("reference", help="reference F0 in the same format")
+    e.add_argument("--task", choices=["multif0", "melody", "bass"], default="multif0")
     t = sub.add_parser("train", help="train on rendered chorales, tune tau on validation, score the test split")
     add_run_args(t)
     r = sub.add_parser("reproduce", help="the small-scale reproduction (report with verdicts)")
@@ -274,6 +324,7 @@ def main(argv: list[str]) -> int:
     def run() -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_fft=.*too large.*")
-            return {"predict": _predict, "train": _train, "reproduce": _reproduce}[args.command](args)
+            return {"predict": _predict, "train": _train, "reproduce": _reproduce,
+                    "evaluate": _evaluate}[args.command](args)
 
     return run_cli(run)
