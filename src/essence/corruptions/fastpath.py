@@ -281,18 +281,22 @@ def _poisson_tables(c: float, cap: int) -> tuple[np.ndarray, np.ndarray]:
 _TABLES: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def poisson_capped_counts(levels: np.ndarray, c: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def poisson_capped_counts(levels: np.ndarray, c: float, rng: np.random.Generator | np.ndarray
+                          ) -> tuple[np.ndarray, int]:
     """min(Poisson(levels c / 255), cap) with cap = ceil(c), for uint8 levels, by inverse-CDF sampling (one
     uniform u per value: the count is #{j : F_j <= u}, found from a guide table and a few exact steps); the
     counts at or above ``c`` all give the clipped value 1, so the capped count determines
-    ``clip(Poisson(x c) / c, 0, 1)`` exactly."""
+    ``clip(Poisson(x c) / c, 0, 1)`` exactly. ``rng``: a numpy generator, or the uniforms themselves (one per
+    value, in [0, 1))."""
     cap = max(int(math.ceil(c)), 1)
     key = (float(c), cap)
     if key not in _TABLES:
         _TABLES[key] = _poisson_tables(c, cap)
     cdf, guide = _TABLES[key]
     r = levels.reshape(-1).astype(np.int32)
-    u = rng.random(r.size)
+    u = rng.random(r.size) if isinstance(rng, np.random.Generator) else np.asarray(rng, np.float64).reshape(-1)
+    if u.size != r.size:
+        raise ValueError(f"need one uniform per value: {u.size} for {r.size}")
     k = guide[(r << _GUIDE_BITS) | (u * (1 << _GUIDE_BITS)).astype(np.int32)]
     row = r * (cap + 1)
     todo = np.nonzero(cdf[row + k] <= u)[0]          # F_k <= u: the count is larger (few values)

@@ -290,14 +290,19 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float, generator=None,
     m = torch.zeros((n, mapsize, mapsize), dtype=torch.float32, device=device)
     stepsize = mapsize
     wibble = 100.0
-    draws = iter(uniforms) if uniforms is not None else None
-    rng = as_image_rng(n, generator=generator) if draws is None else None
+    if uniforms is None:
+        # image i's uniforms for the whole map in one draw from its stream, consumed in the algorithm's order
+        rng = as_image_rng(n, generator=generator)
+        sizes, step = [], mapsize
+        while step >= 2:
+            sizes += [(mapsize // step) ** 2] * 3
+            step //= 2
+        flat = rng.rand((sum(sizes),), torch.float32) * 2 - 1                    # (n, total)
+        uniforms = [part.reshape(n, -1) for part in torch.split(flat, sizes, dim=1)]
+    draws = iter(uniforms)
 
     def wibbledmean(a: torch.Tensor) -> torch.Tensor:
-        if draws is not None:
-            u = next(draws).to(device=device, dtype=torch.float32).reshape(a.shape)
-        else:
-            u = rng.rand(a.shape[1:], torch.float32).to(device) * 2 - 1
+        u = next(draws).to(device=device, dtype=torch.float32).reshape(a.shape)
         return a / 4 + wibble * (wibble * u)
 
     while stepsize >= 2:
