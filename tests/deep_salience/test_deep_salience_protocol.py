@@ -288,10 +288,13 @@ def test_folder_of_audio_in_one_command_writes_csv_notes_midi_plot(tmp_path):
     ckpt = _save(tmp_path / "m" / "multif0-hcqt.safetensors")
     out = tmp_path / "out"
     assert main(["predict", str(folder), "--weights", str(ckpt), "-o", str(out), "--notes", str(out),
-                 "--midi", str(out), "--plot", str(out), "--threshold", "0.0", "--device", "cpu"]) == 0
+                 "--midi", str(out), "--plot", str(out), "--sonify", str(out), "--threshold", "0.0",
+                 "--device", "cpu"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["t0.mid", "t0.png", "t0_multif0.csv", "t0_notes.csv", "t1.mid", "t1.png", "t1_multif0.csv",
-                     "t1_notes.csv"]
+    assert names == [f"t{i}{s}" for i in (0, 1) for s in (".mid", ".png", "_multif0.csv", "_notes.csv",
+                                                           "_sonified.wav")]
+    y, sr = sf.read(out / "t0_sonified.wav")
+    assert sr == 22050 and len(y) == 22050 and np.abs(y).max() > 0.1
     assert (out / "t0_notes.csv").read_text().splitlines()[0] == "start_s,end_s,pitch_midi,velocity,mean_salience"
     empty = tmp_path / "empty"
     empty.mkdir()

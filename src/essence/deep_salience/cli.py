@@ -109,7 +109,7 @@ def _check_outputs(args, many: bool) -> None:
     import tempfile
 
     for flag, value in (("-o/--output", args.output), ("--salience", args.salience), ("--plot", args.plot),
-                        ("--midi", args.midi), ("--notes", args.notes)):
+                        ("--midi", args.midi), ("--notes", args.notes), ("--sonify", args.sonify)):
         if value is None:
             continue
         p = Path(value)
@@ -141,6 +141,7 @@ def _predict(args) -> int:
         write_midi,
         write_notes_csv,
         write_npz,
+        write_sonification,
     )
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -175,6 +176,7 @@ def _predict(args) -> int:
         keep = args.salience is not None or args.plot is not None
         parts, f0_all, conf_all = [], [], []
         notes_wanted = args.midi is not None or args.notes is not None
+        notes_wanted = notes_wanted or args.sonify is not None
         for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
             times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
             _, est = decode(chunk, task, tau, use_neg=not args.no_neg)
@@ -199,6 +201,8 @@ def _predict(args) -> int:
             n_notes = write_midi(_out_path(args.midi, audio, many, ".mid"), times, f0_all, confidence=conf_all)
         if args.notes is not None:
             n_notes = write_notes_csv(_out_path(args.notes, audio, many, "_notes.csv"), times, f0_all, conf_all)
+        if args.sonify is not None:
+            write_sonification(_out_path(args.sonify, audio, many, "_sonified.wav"), times, f0_all, task, len(y))
         console.print(f"{audio.name}: {len(y) / 22050:.1f} s -> {csv_path}"
                       + (f", {n_notes} MIDI notes" if n_notes is not None else ""), highlight=False)
     return 0
@@ -308,6 +312,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--midi", default=None, help="also save the decoded F0 as MIDI notes (velocity from salience)")
     p.add_argument("--notes", default=None,
                    help="also save note events as CSV (start_s, end_s, pitch_midi, velocity, mean_salience)")
+    p.add_argument("--sonify", default=None, help="also save the decoded F0 as audio (.wav, mir_eval.sonify)")
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")

@@ -30,7 +30,7 @@ from essence.deep_salience.hcqt import HCQT, HOP_LENGTH, SR, freq_grid, log_scal
 from essence.deep_salience.model import SalienceNet
 
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
-           "plot_salience",
+           "write_sonification", "plot_salience",
            "SilentAudioWarning"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
@@ -273,6 +273,32 @@ def write_notes_csv(path: str | Path, times: np.ndarray, f0, confidence) -> int:
         for s, e, p, v, m in events:
             w.writerow([f"{s:.4f}", f"{e:.4f}", p, v, f"{m:.4f}"])
     return len(events)
+
+
+def write_sonification(path: str | Path, times: np.ndarray, f0, task: str, n_samples: int, sr: int = SR) -> None:
+    """The decoded F0 as audio (``mir_eval.sonify``): sine tones per frame, to listen to the result.
+
+    Melody / bass: ``pitch_contour`` (unvoiced frames, <= 0, are silent); multi-f0: ``time_frequency`` over the
+    360-bin grid with the decoded peaks switched on.
+    """
+    import mir_eval
+    import soundfile as sf
+
+    times = np.asarray(times, dtype=np.float64)
+    if task == "multif0":
+        grid = freq_grid()
+        gram = np.zeros((len(grid), len(times)), np.float32)
+        for t, f in enumerate(f0):
+            f = np.asarray(f, dtype=np.float64)
+            f = f[f > 0]
+            if len(f):
+                gram[np.clip(np.round(60 * np.log2(f / grid[0])).astype(int), 0, len(grid) - 1), t] = 1.0
+        y = mir_eval.sonify.time_frequency(gram, grid, times, fs=sr, length=n_samples)
+    else:
+        f = np.asarray(f0, dtype=np.float64)
+        y = mir_eval.sonify.pitch_contour(times, np.where(f > 0, f, 0.0), fs=sr, length=n_samples)
+    peak = float(np.abs(y).max()) if len(y) else 0.0
+    sf.write(str(path), (0.5 * y / peak if peak > 0 else y).astype(np.float32), sr)
 
 
 def plot_salience(path: str | Path, salience: np.ndarray, f0, task: str, title: str = "") -> None:
