@@ -318,3 +318,23 @@ def test_evaluate_command_scores_mirex_files(tmp_path, capsys):
     bad.write_text("0.0 220\n0.01 abc\n")
     assert main(["evaluate", str(bad), str(ref)]) == 2
     assert main(["evaluate", str(est), str(ref), "--task", "melody"]) == 2   # two frequencies in a melody row
+
+
+def test_refined_pitch_moves_toward_the_heavier_neighbour_and_detailed_csv(tmp_path):
+    from essence.deep_salience.decode import decode, refine_f0
+
+    g = freq_grid()
+    s = np.zeros((360, 3), np.float32)
+    s[99:102, 0] = [0.0, 0.8, 0.0]                 # symmetric: stays on bin 100
+    s[99:102, 1] = [0.0, 0.8, 0.8]                 # equal neighbour above: half a bin up (10 cents)
+    f, c = refine_f0(s, decode(s, "melody", 0.5)[1])
+    assert f[0] == pytest.approx(g[100], rel=1e-6) and c[0] == pytest.approx(0.8)
+    assert 1200 * np.log2(f[1] / g[100]) == pytest.approx(10.0, abs=0.01)
+    assert f[2] < 0 and c[2] == 0                  # unvoiced: a negative guess with zero salience
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _tone(0.5), 22050)
+    ckpt = _save(tmp_path / "m" / "multif0-hcqt.safetensors")
+    assert main(["predict", str(wav), "--weights", str(ckpt), "-o", str(tmp_path / "d.csv"), "--detailed",
+                 "--threshold", "0.0", "--device", "cpu"]) == 0
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert lines[0] == "time_s,f0_hz,confidence" and len(lines) > 44

@@ -131,13 +131,14 @@ def _predict(args) -> int:
 
     from essence.core.progress import console
     from essence.core.runtime import resolve_device
-    from essence.deep_salience.decode import decode, salience_at
+    from essence.deep_salience.decode import decode, refine_f0, salience_at
     from essence.deep_salience.hcqt import time_grid
     from essence.deep_salience.predict import (
         Predictor,
         load_audio,
         plot_salience,
         write_csv,
+        write_detailed_csv,
         write_midi,
         write_notes_csv,
         write_npz,
@@ -180,7 +181,10 @@ def _predict(args) -> int:
         for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
             times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
             _, est = decode(chunk, task, tau, use_neg=not args.no_neg)
-            write_csv(csv_path, times, est, append=i > 0)
+            if args.detailed:
+                write_detailed_csv(csv_path, times, *refine_f0(chunk, est), append=i > 0)
+            else:
+                write_csv(csv_path, times, est, append=i > 0)
             if keep:
                 parts.append(chunk)
             if notes_wanted or keep:
@@ -312,6 +316,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--midi", default=None, help="also save the decoded F0 as MIDI notes (velocity from salience)")
     p.add_argument("--notes", default=None,
                    help="also save note events as CSV (start_s, end_s, pitch_midi, velocity, mean_salience)")
+    p.add_argument("--detailed", action="store_true",
+                   help="CSV with a header (time_s,f0_hz,confidence), one row per estimate: sub-bin refined pitch "
+                        "(salience-weighted mean around the peak) and the salience at the peak")
     p.add_argument("--sonify", default=None, help="also save the decoded F0 as audio (.wav, mir_eval.sonify)")
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")

@@ -13,7 +13,7 @@ import numpy as np
 from essence.deep_salience.hcqt import freq_grid, time_grid
 
 __all__ = ["multif0_peaks", "single_f0", "decode", "sweep_threshold", "f0_to_notes", "f0_to_note_events",
-           "salience_at", "THRESHOLDS", "TASKS"]
+           "salience_at", "refine_f0", "THRESHOLDS", "TASKS"]
 
 TASKS = ("multif0", "melody", "bass")
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -105,6 +105,36 @@ def salience_at(salience: np.ndarray, f0) -> list[np.ndarray]:
         b = np.clip(np.round(60 * np.log2(np.maximum(np.abs(f), 1e-9) / FMIN)).astype(int), 0, salience.shape[0] - 1)
         out.append(np.where(f > 0, salience[b, t], 0.0))
     return out
+
+
+def refine_f0(salience: np.ndarray, f0):
+    """Sub-bin pitch refinement and confidence of decoded F0 (the same structure as ``f0``).
+
+    Each frequency moves to the salience-weighted mean bin of its peak and the two neighbours (a 20-cent grid
+    refined to a continuous pitch); its confidence is the salience at the peak. Unvoiced values (<= 0) keep
+    their sign and are refined the same way. Returns (refined f0, confidence).
+    """
+    from essence.deep_salience.hcqt import FMIN
+
+    s = np.asarray(salience, dtype=np.float64)
+    n_bins = s.shape[0]
+    freqs_out, conf_out = [], []
+    for t, f in enumerate(f0):
+        f = np.asarray(f, dtype=np.float64)
+        flat = np.atleast_1d(f)
+        b = np.clip(np.round(60 * np.log2(np.maximum(np.abs(flat), 1e-9) / FMIN)).astype(int), 0, n_bins - 1)
+        lo, hi = np.clip(b - 1, 0, n_bins - 1), np.clip(b + 1, 0, n_bins - 1)
+        idx = np.stack([lo, b, hi])                              # (3, n)
+        w = s[idx, t]
+        tot = w.sum(axis=0)
+        b_ref = np.where(tot > 0, (w * idx).sum(axis=0) / np.where(tot > 0, tot, 1), b)
+        ref = np.where(flat != 0, np.sign(flat) * FMIN * 2.0 ** (b_ref / 60.0), 0.0)
+        conf = np.where(flat != 0, s[b, t], 0.0)
+        freqs_out.append(ref.reshape(f.shape) if f.ndim == 0 else ref)
+        conf_out.append(conf.reshape(f.shape) if f.ndim == 0 else conf)
+    if len(f0) and np.ndim(f0[0]) == 0:  # melody / bass: one value per frame
+        return np.array(freqs_out, dtype=np.float64), np.array(conf_out, dtype=np.float64)
+    return freqs_out, conf_out
 
 
 def f0_to_note_events(times: np.ndarray, f0, confidence, min_duration: float = 0.05):

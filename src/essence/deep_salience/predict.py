@@ -30,7 +30,7 @@ from essence.deep_salience.hcqt import HCQT, HOP_LENGTH, SR, freq_grid, log_scal
 from essence.deep_salience.model import SalienceNet
 
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
-           "write_sonification", "plot_salience",
+           "write_detailed_csv", "write_sonification", "plot_salience",
            "SilentAudioWarning"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
@@ -232,6 +232,22 @@ def write_csv(path: str | Path, times: np.ndarray, f0, append: bool = False) -> 
         w = csv.writer(fh, delimiter="\t")
         for t, f in zip(times, f0):
             w.writerow([f"{t:.6f}", *(f"{x:.4f}" for x in np.atleast_1d(f))])
+
+
+def write_detailed_csv(path: str | Path, times: np.ndarray, f0, confidence, append: bool = False) -> None:
+    """Comma-separated with a header (``time_s,f0_hz,confidence``), one row per frame and estimate: the sub-bin
+    refined frequency (:func:`decode.refine_f0`) and the salience at its peak; a frame without any estimate gets
+    one row with f0 0 and confidence 0 (melody / bass: an unvoiced frame keeps its negative pitch guess)."""
+    with open(path, "a" if append else "w", newline="") as fh:
+        w = csv.writer(fh)
+        if not append:
+            w.writerow(["time_s", "f0_hz", "confidence"])
+        for t, f, c in zip(times, f0, confidence):
+            f, c = np.atleast_1d(f), np.atleast_1d(c)
+            if len(f) == 0:
+                w.writerow([f"{t:.6f}", "0", "0"])
+            for fi, ci in zip(f, c):
+                w.writerow([f"{t:.6f}", f"{fi:.3f}", f"{ci:.4f}"])
 
 
 def write_npz(path: str | Path, salience: np.ndarray) -> None:
