@@ -41,7 +41,7 @@ for _info in [
                "poly_encoders.md", "text", True),
     MethodInfo("idvae", "idvae", "Implicit-Discriminator VAE", "Munjal et al., 2019",
                "Munjal, Paul, Krishnan. Implicit Discriminator in Variational Autoencoder. 2019",
-               "idvae.md", "vision", False),
+               "idvae.md", "vision", True),
     MethodInfo("noisy_student", "noisy-student", "Noisy Student", "Xie et al., CVPR 2020",
                "Xie, Luong, Hovy, Le. Self-training with Noisy Student improves ImageNet classification. CVPR 2020",
                "noisy_student.md", "vision", False),
