@@ -232,7 +232,9 @@ def _train(args) -> int:
     te = build_split("test", dc.n_test, **common)
     task = cfg.train.task
     chans = cfg.model.channels if len(cfg.model.channels) < 6 else None
-    res = train(cfg, tr, va, device=dev, run=run, name=task)
+    per_task = {} if task == "multif0" else dict(max_epochs=cfg.train.melody_epochs,
+                                                 early_stopping=cfg.train.melody_early_stopping)
+    res = train(cfg, tr, va, device=dev, run=run, name=task, **per_task)  # paper: 100/25 multi-f0, 50/6 others
     tau, _ = tune_threshold(salience_of(res.model, va, chans, dev), va, task)
     tag = "hcqt" if chans is None else "cqt"
     path = save_model(run.checkpoints_dir / f"{task}-{tag}.safetensors", res.model, cfg, threshold=tau)

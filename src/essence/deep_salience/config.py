@@ -88,7 +88,7 @@ class TrainConfig(Config):
     precision: str = "auto"       # auto: bf16 autocast where the hardware runs it natively, else fp32
     seed: int = 1337
     seeds: int = 1                # training seeds per arm in reproduce (seed, seed + 1, ...)
-    melody_epochs: int = 50       # reproduce's melody model (paper: 50 epochs, early stopping patience 6)
+    melody_epochs: int = 50       # melody / bass models (paper: 50 epochs, early stopping patience 6)
     melody_early_stopping: int = 6
     warm_start: bool = False      # reproduce: start the melody model from the multi-f0 model of the same seed
 
