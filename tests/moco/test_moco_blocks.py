@@ -86,6 +86,37 @@ def test_augment_identity_recipe_is_exact():
     torch.testing.assert_close(flip, x.flip(-1), rtol=0, atol=1e-5)
 
 
+def test_augment_full_crop_equals_antialiased_resize():
+    """A full-image crop resampled to another size equals torchvision-style antialiased bilinear resizing (the
+    evaluation images' path), shrinking and enlarging; antialias=False is plain bilinear sampling."""
+    x = torch.rand(3, 1, 28, 28)
+    base = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, brightness=0.0, contrast=0.0,
+                mean=(0.0,), std=(1.0,))
+    for size in (16, 40):
+        ref = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        torch.testing.assert_close(BatchAugment(AugmentConfig(size=size, **base))(x), ref, rtol=0, atol=1e-5)
+    plain = BatchAugment(AugmentConfig(size=16, antialias=False, **base))(x)
+    torch.testing.assert_close(plain, F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False),
+                               rtol=0, atol=1e-5)
+    # shrinking 28 -> 16 without antialiasing keeps more high-frequency energy (aliasing)
+    stripes = (torch.arange(28) % 2).float().view(1, 1, 1, 28).expand(1, 1, 28, 28).contiguous()
+    aa = BatchAugment(AugmentConfig(size=16, **base))(stripes)
+    assert aa.std() < 0.5 * BatchAugment(AugmentConfig(size=16, antialias=False, **base))(stripes).std()
+
+
+def test_blur_sigma_relative_to_reference_size():
+    """aug+'s sigma 0.1-2.0 px is for 224 px: at 16 px with blur_sigma_ref=224 it is 16/224 as large."""
+    base = dict(size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, brightness=0.0, contrast=0.0,
+                mean=(0.0,), std=(1.0,), blur_p=1.0, blur_kernel=5, blur_sigma=(2.0, 2.0))
+    imp = torch.zeros(1, 1, 16, 16)
+    imp[..., 8, 8] = 1.0
+    scaled = BatchAugment(AugmentConfig(**base, blur_sigma_ref=224))(imp)
+    direct = BatchAugment(AugmentConfig(**{**base, "blur_sigma": (2.0 * 16 / 224,) * 2}))(imp)
+    torch.testing.assert_close(scaled, direct, rtol=0, atol=1e-6)
+    assert scaled[0, 0, 8, 8] > 0.99          # sigma 0.14 px: almost no blur
+    assert aug_v2(16, 1).blur_sigma_ref == 224
+
+
 def test_augment_jitter_and_blur_semantics():
     x = torch.rand(64, 1, 16, 16) * 0.45 + 0.25  # stays in [0, 1] after x1.4 (no clipping)
     base = dict(size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, mean=(0.0,), std=(1.0,))

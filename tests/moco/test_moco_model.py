@@ -127,7 +127,6 @@ def test_key_encoder_no_grad_and_momentum_formula():
     for step in range(2):
         theta_q = [p.detach().clone() for p in model.encoder_q.parameters()]
         theta_k = [p.detach().clone() for p in model.encoder_k.parameters()]
-        bn_q = [b.clone() for b in model.encoder_q.buffers()]
         out = model(x, x.flip(-1), generator=torch.Generator().manual_seed(step))
         for pk, tk, tq in zip(model.encoder_k.parameters(), theta_k, theta_q):
             torch.testing.assert_close(pk, 0.9 * tk + 0.1 * tq, rtol=1e-6, atol=1e-7)  # float32 ulp
@@ -137,8 +136,48 @@ def test_key_encoder_no_grad_and_momentum_formula():
         assert not out.keys.requires_grad
         opt.step()
         opt.zero_grad()
-    # BN buffers are not averaged: the key encoder's running stats come from its own forward passes
-    assert not all(torch.equal(a, b) for a, b in zip(model.encoder_k.buffers(), bn_q))
+
+
+def test_key_encoder_buffers_follow_the_intended_rule():
+    """After a step: f_k's parameters are the EMA of f_q's, and its BN running statistics are NOT averaged with
+    f_q's but come from f_k's own train-mode forward on the shuffled keys: for each BN, the mean over the split
+    chunks of (0.9 * old + 0.1 * chunk statistic), computed here with an ordinary-BN copy run chunk by chunk."""
+    model = _model(m=0.9, bn_splits=2)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        x_q, x_k = torch.randn(8, 1, 28, 28, generator=g), torch.randn(8, 1, 28, 28, generator=g)
+        # reference key encoder: parameters EMA-updated, buffers as they were before the step
+        ref = build_encoder(model.cfg, bn_splits=1)
+        ref.load_state_dict(model.encoder_k.state_dict())
+        with torch.no_grad():
+            for pr, pq in zip(ref.parameters(), model.encoder_q.parameters()):
+                pr.mul_(0.9).add_(0.1 * pq)
+        perm = torch.randperm(8, generator=torch.Generator().manual_seed(100 + step))   # the shuffle's draw
+        states = []
+        for chunk in x_k[perm].chunk(2):
+            r = build_encoder(model.cfg, bn_splits=1)
+            r.load_state_dict(ref.state_dict())
+            with torch.no_grad():
+                r.train()(chunk)
+            states.append(r.state_dict())
+        out = model(x_q, x_k, generator=torch.Generator().manual_seed(100 + step))
+        got = model.encoder_k.state_dict()
+        for name, value in ref.state_dict().items():
+            if name.endswith(("running_mean", "running_var")):
+                want = torch.stack([s[name] for s in states]).mean(0)
+            elif name.endswith("num_batches_tracked"):
+                want = value + 1
+            else:
+                want = value
+            torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-6, msg=f"step {step}: {name}")
+        # and the buffers are not an EMA of the query encoder's
+        assert not torch.allclose(got["backbone.bn1.running_mean"],
+                                  0.9 * ref.state_dict()["backbone.bn1.running_mean"]
+                                  + 0.1 * model.encoder_q.state_dict()["backbone.bn1.running_mean"], atol=1e-6)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
 
 
 def test_update_momentum_extremes_and_errors():
