@@ -338,3 +338,15 @@ def test_refined_pitch_moves_toward_the_heavier_neighbour_and_detailed_csv(tmp_p
                  "--threshold", "0.0", "--device", "cpu"]) == 0
     lines = (tmp_path / "d.csv").read_text().splitlines()
     assert lines[0] == "time_s,f0_hz,confidence" and len(lines) > 44
+
+
+def test_viterbi_ignores_a_one_frame_octave_jump():
+    from essence.deep_salience.decode import single_f0, viterbi_f0
+
+    s = np.full((360, 9), 0.01, np.float32)
+    s[150, :] = 0.8
+    s[210, 4], s[150, 4] = 0.9, 0.7                 # one frame where the octave above wins the argmax
+    g = freq_grid()
+    assert single_f0(s, 0.3)[4] == pytest.approx(g[210])
+    v = viterbi_f0(s, 0.3)
+    assert np.allclose(v, g[150])

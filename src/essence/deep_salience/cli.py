@@ -180,7 +180,7 @@ def _predict(args) -> int:
         notes_wanted = notes_wanted or args.sonify is not None
         for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
             times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
-            _, est = decode(chunk, task, tau, use_neg=not args.no_neg)
+            _, est = decode(chunk, task, tau, use_neg=not args.no_neg, viterbi=args.viterbi)
             if args.detailed:
                 write_detailed_csv(csv_path, times, *refine_f0(chunk, est), append=i > 0)
             else:
@@ -321,6 +321,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--detailed", action="store_true",
                    help="CSV with a header (time_s,f0_hz,confidence), one row per estimate: sub-bin refined pitch "
                         "(salience-weighted mean around the peak) and the salience at the peak")
+    p.add_argument("--viterbi", action="store_true",
+                   help="melody/bass: Viterbi-smoothed path instead of the per-frame argmax (per processing chunk)")
     p.add_argument("--sonify", default=None, help="also save the decoded F0 as audio (.wav, mir_eval.sonify)")
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")

@@ -13,7 +13,7 @@ import numpy as np
 from essence.deep_salience.hcqt import freq_grid, time_grid
 
 __all__ = ["multif0_peaks", "single_f0", "decode", "sweep_threshold", "f0_to_notes", "f0_to_note_events",
-           "salience_at", "refine_f0", "THRESHOLDS", "TASKS"]
+           "salience_at", "refine_f0", "viterbi_f0", "THRESHOLDS", "TASKS"]
 
 TASKS = ("multif0", "melody", "bass")
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -58,13 +58,32 @@ def single_f0(salience: np.ndarray, threshold: float = 0.3, freqs: np.ndarray | 
     return f
 
 
-def decode(salience: np.ndarray, task: str, threshold: float = 0.3, use_neg: bool = True):
-    """(times, f0) for a task: multif0 -> list of arrays; melody/bass -> one array."""
+def viterbi_f0(salience: np.ndarray, threshold: float = 0.3, width: int = 31, use_neg: bool = True) -> np.ndarray:
+    """Melody / bass with Viterbi smoothing (as CREPE does): the most likely path through the 360 bins, with the
+    per-frame salience (normalised to sum 1) as the observation likelihood and a triangular transition window of
+    ``width`` bins (31 = +-3 semitones per frame); a frame whose path salience is < tau is unvoiced (-f or 0)."""
+    import librosa
+
+    s = _check(salience, threshold).astype(np.float64)
+    prob = s + 1e-9
+    prob /= prob.sum(axis=0, keepdims=True)
+    path = librosa.sequence.viterbi(prob, librosa.sequence.transition_local(s.shape[0], width))
+    f = freq_grid(s.shape[0])[path].astype(np.float64)
+    unvoiced = s[path, np.arange(s.shape[1])] < threshold
+    f[unvoiced] = -f[unvoiced] if use_neg else 0.0
+    return f
+
+
+def decode(salience: np.ndarray, task: str, threshold: float = 0.3, use_neg: bool = True, viterbi: bool = False):
+    """(times, f0) for a task: multif0 -> list of arrays; melody/bass -> one array (argmax, or the Viterbi path
+    with ``viterbi``)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     times = time_grid(np.asarray(salience).shape[1])
     if task == "multif0":
         return times, multif0_peaks(salience, threshold)
+    if viterbi:
+        return times, viterbi_f0(salience, threshold, use_neg=use_neg)
     return times, single_f0(salience, threshold, use_neg=use_neg)
 
 
