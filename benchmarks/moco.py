@@ -10,7 +10,8 @@ that both see the same machine load; the ratio is essence / lightly images per s
 Install the anchor (benchmark only, not part of the CI install): ``pip install lightly`` after the pinned torch
 pair (it pulls pytorch_lightning and hydra-core), or just its blocks: ``pip install --no-deps lightly==1.6.0``.
 
-    python benchmarks/moco.py --steps 10 --batch 256 --K 4096 --width 16
+    python benchmarks/moco.py --steps 10 --batch 256 --K 4096 --width 16     # at the presets' 16 px crops
+    python benchmarks/moco.py --size 28                                       # at the native 28 px
 """
 
 from __future__ import annotations
@@ -90,12 +91,14 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--K", type=int, default=4096)
-    p.add_argument("--T", type=float, default=0.1)
+    p.add_argument("--T", type=float, default=0.2)
     p.add_argument("--m", type=float, default=0.99)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--arch", default="resnet10")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--splits", type=int, default=8)
+    p.add_argument("--size", type=int, default=None,
+                   help="crop side in pixels (default: the quick/standard presets' aug.size, 16)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -104,11 +107,14 @@ def main(argv=None) -> int:
     except ImportError:
         print("lightly is not installed: pip install --no-deps lightly==1.6.0 (benchmark only)", file=sys.stderr)
         return 1
-    from essence.moco.config import aug_v2
+    from essence.core.precision import machine_line
+    from essence.moco.config import PRESETS, aug_v2
     from essence.nn.augment import BatchAugment
 
     torch.set_num_threads(args.threads)
-    aug = BatchAugment(aug_v2(28, 1))
+    args.size = args.size or PRESETS.build("standard").aug.size
+    aug = BatchAugment(aug_v2(args.size, 1))
+    print(machine_line())
     x = (torch.rand(args.batch, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
 
     def autocast():
@@ -125,7 +131,8 @@ def main(argv=None) -> int:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t)
     ips = {k: args.batch / statistics.median(v) for k, v in times.items()}
-    print(f"MoCo train step, {args.arch} width {args.width}, batch {args.batch}, K {args.K}, SplitBN x{args.splits}, "
+    print(f"MoCo train step, {args.arch} width {args.width}, {args.size} px crops, batch {args.batch}, K {args.K}, "
+          f"SplitBN x{args.splits}, "
           f"{args.precision}, {args.threads} threads, {args.steps} timed steps each (median), "
           f"torch {torch.__version__}")
     for name in steps:
