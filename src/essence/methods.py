@@ -44,7 +44,7 @@ for _info in [
                "idvae.md", "vision", True),
     MethodInfo("noisy_student", "noisy-student", "Noisy Student", "Xie et al., CVPR 2020",
                "Xie, Luong, Hovy, Le. Self-training with Noisy Student improves ImageNet classification. CVPR 2020",
-               "noisy_student.md", "vision", False),
+               "noisy_student.md", "vision", True),
     MethodInfo("moco", "moco", "MoCo", "He et al., CVPR 2020",
                "He, Fan, Wu, Xie, Girshick. Momentum Contrast for Unsupervised Visual Representation Learning. "
                "CVPR 2020 (+ MoCo v2, Chen et al. 2020)", "moco.md", "vision", True),
