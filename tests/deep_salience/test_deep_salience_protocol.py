@@ -350,3 +350,27 @@ def test_viterbi_ignores_a_one_frame_octave_jump():
     assert single_f0(s, 0.3)[4] == pytest.approx(g[210])
     v = viterbi_f0(s, 0.3)
     assert np.allclose(v, g[150])
+
+
+def test_task_all_runs_three_models_on_one_hcqt(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _tone(1.0), 22050)
+    run = tmp_path / "run"
+    for i, task in enumerate(("multif0", "melody", "bass")):
+        _save(run / "checkpoints" / f"{task}-hcqt.safetensors", task=task, seed=i)
+    out = tmp_path / "out"
+    assert main(["predict", str(wav), "--task", "all", "--weights", str(run), "-o", str(out), "--midi", str(out),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_bass.csv", "a_bass.mid", "a_melody.csv", "a_melody.mid",
+                                                     "a_multif0.csv", "a_multif0.mid"]
+    # each head equals the same model run alone
+    from essence.deep_salience.predict import load_audio
+    from essence.deep_salience.train import load_essence_checkpoint
+
+    y = load_audio(wav)
+    models = {t: load_essence_checkpoint(run / "checkpoints" / f"{t}-hcqt.safetensors")[0] for t in
+              ("multif0", "melody")}
+    pred = Predictor(models["multif0"])
+    (_, both), = list(pred.iter_saliences(y, {t: (m, None) for t, m in models.items()}))
+    assert np.array_equal(both["melody"], Predictor(models["melody"]).salience(y))
+    assert main(["predict", str(wav), "--task", "all", "--weights", str(run), "-o", str(tmp_path / "x.csv")]) == 2

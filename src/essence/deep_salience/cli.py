@@ -114,8 +114,9 @@ def _check_outputs(args, many: bool) -> None:
             continue
         p = Path(value)
         if many and p.suffix and not p.is_dir():
-            raise UsageError(f"{flag} {value} names one file but {len(args.audio)} audio files were given; pass a "
-                             f"folder (one output per input is written there)")
+            what = f"{len(args.audio)} audio files were given" if len(args.audio) > 1 else "--task all has 3 outputs"
+            raise UsageError(f"{flag} {value} names one file but {what}; pass a folder (one output per input and "
+                             f"task is written there)")
         folder = p if (many or p.is_dir() or not p.suffix) else p.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -161,54 +162,69 @@ def _predict(args) -> int:
         else:
             audios.append(a)
     args.audio = [str(a) for a in audios]
-    _check_outputs(args, len(audios) > 1)
+    _check_outputs(args, len(audios) > 1 or args.task == "all")
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, tau, channels, what, decoding = resolve_weights(args.weights, args.task)
-    tau = args.threshold if args.threshold is not None else tau
-    console.print(f"weights: {what} (tau {tau:.2f})", highlight=False)
-    predictor = Predictor(model, device, chunk_seconds=args.chunk_seconds, channels=channels)
-    many = len(audios) > 1
+    tasks = ("multif0", "melody", "bass") if args.task == "all" else (args.task,)
+    heads = {}
+    for task in tasks:  # --task all: one HCQT per chunk feeds every model
+        model, tau, channels, what, decoding = resolve_weights(args.weights, task)
+        tau = args.threshold if args.threshold is not None else tau
+        console.print(f"weights ({task}): {what} (tau {tau:.2f})", highlight=False)
+        heads[task] = dict(model=model, channels=channels, tau=tau, what=what, decoding=decoding)
+    first = heads[tasks[0]]
+    predictor = Predictor(first["model"], device, chunk_seconds=args.chunk_seconds, channels=first["channels"])
+    many = len(audios) > 1 or len(tasks) > 1
+    keep = args.salience is not None or args.plot is not None
+    notes_wanted = args.midi is not None or args.notes is not None or args.sonify is not None
     for audio in audios:
         y = load_audio(audio)
-        csv_path = _out_path(args.output, audio, many, f"_{args.task}.csv")
-        task = decoding
-        keep = args.salience is not None or args.plot is not None
-        parts, f0_all, conf_all = [], [], []
-        notes_wanted = args.midi is not None or args.notes is not None
-        notes_wanted = notes_wanted or args.sonify is not None
-        for i, (f0, chunk) in enumerate(predictor.iter_salience(y, progress=True)):
-            times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
-            _, est = decode(chunk, task, tau, use_neg=not args.no_neg, viterbi=args.viterbi)
-            if args.detailed:
-                write_detailed_csv(csv_path, times, *refine_f0(chunk, est), append=i > 0)
-            else:
-                write_csv(csv_path, times, est, append=i > 0)
+        sfx = (lambda task, ext: f"_{task}{ext}") if len(tasks) > 1 else (lambda task, ext: ext)  # noqa: E731
+        state = {t: dict(csv=_out_path(args.output, audio, many, f"_{t}.csv"), parts=[], f0=[], conf=[])
+                 for t in tasks}
+        stream = predictor.iter_saliences(y, {t: (h["model"], h["channels"]) for t, h in heads.items()},
+                                          progress=True)
+        for i, (f0, chunks) in enumerate(stream):
+            for task, chunk in chunks.items():
+                h, st = heads[task], state[task]
+                times = time_grid(chunk.shape[1]) + f0 * time_grid(2)[1]
+                dec = h["decoding"]
+                _, est = decode(chunk, dec, h["tau"], use_neg=not args.no_neg, viterbi=args.viterbi)
+                if args.detailed:
+                    write_detailed_csv(st["csv"], times, *refine_f0(chunk, est), append=i > 0)
+                else:
+                    write_csv(st["csv"], times, est, append=i > 0)
+                if keep:
+                    st["parts"].append(chunk)
+                if notes_wanted or keep:
+                    st["f0"].extend(est if dec == "multif0" else list(est))
+                if notes_wanted:
+                    st["conf"].extend(salience_at(chunk, est))
+        for task in tasks:
+            h, st = heads[task], state[task]
+            dec, f0_all, conf_all = h["decoding"], st["f0"], st["conf"]
+            times = time_grid(len(f0_all))
             if keep:
-                parts.append(chunk)
-            if notes_wanted or keep:
-                f0_all.extend(est if task == "multif0" else list(est))
-            if notes_wanted:
-                conf_all.extend(salience_at(chunk, est))
-        times = time_grid(len(f0_all))
-        if keep:
-            salience = np.concatenate(parts, axis=1)
-            if args.salience is not None:
-                write_npz(_out_path(args.salience, audio, many, ".npz"), salience)
-            if args.plot is not None:
-                est = f0_all if task == "multif0" else np.asarray(f0_all)
-                plot_salience(_out_path(args.plot, audio, many, ".png"), salience, est, task,
-                              f"{audio.name}: {args.task} ({what}, tau {tau:.2f})")
-        n_notes = None
-        if args.midi is not None:
-            n_notes = write_midi(_out_path(args.midi, audio, many, ".mid"), times, f0_all, confidence=conf_all)
-        if args.notes is not None:
-            n_notes = write_notes_csv(_out_path(args.notes, audio, many, "_notes.csv"), times, f0_all, conf_all)
-        if args.sonify is not None:
-            write_sonification(_out_path(args.sonify, audio, many, "_sonified.wav"), times, f0_all, task, len(y))
-        console.print(f"{audio.name}: {len(y) / 22050:.1f} s -> {csv_path}"
-                      + (f", {n_notes} MIDI notes" if n_notes is not None else ""), highlight=False)
+                salience = np.concatenate(st["parts"], axis=1)
+                if args.salience is not None:
+                    write_npz(_out_path(args.salience, audio, many, sfx(task, ".npz")), salience)
+                if args.plot is not None:
+                    est = f0_all if dec == "multif0" else np.asarray(f0_all)
+                    plot_salience(_out_path(args.plot, audio, many, sfx(task, ".png")), salience, est, dec,
+                                  f"{audio.name}: {task} ({h['what']}, tau {h['tau']:.2f})")
+            n_notes = None
+            if args.midi is not None:
+                n_notes = write_midi(_out_path(args.midi, audio, many, sfx(task, ".mid")), times, f0_all,
+                                     confidence=conf_all)
+            if args.notes is not None:
+                n_notes = write_notes_csv(_out_path(args.notes, audio, many, sfx(task, "_notes.csv")), times,
+                                          f0_all, conf_all)
+            if args.sonify is not None:
+                write_sonification(_out_path(args.sonify, audio, many, sfx(task, "_sonified.wav")), times, f0_all,
+                                   dec, len(y))
+            console.print(f"{audio.name}: {len(y) / 22050:.1f} s -> {st['csv']}"
+                          + (f", {n_notes} notes" if n_notes is not None else ""), highlight=False)
     return 0
 
 
@@ -305,7 +321,8 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("predict", help="salience and F0 of audio files (CSV, npz, png, MIDI)")
     p.add_argument("audio", nargs="+", help="audio files or folders of them (any sample rate / channel count "
                                             "soundfile can read); the model is loaded once for all")
-    p.add_argument("--task", choices=["multif0", "melody", "bass"], default="multif0")
+    p.add_argument("--task", choices=["multif0", "melody", "bass", "all"], default="multif0",
+                   help="all: the three models on one HCQT per chunk (outputs get a _<task> suffix)")
     p.add_argument("--weights", default=None,
                    help="a released Keras .h5, an essence checkpoint (.safetensors) or a run directory "
                         "(default: $ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5)")

@@ -167,28 +167,48 @@ class Predictor:
             yield f0, f1 - f0, f0 - e0, (part if ref is None else log_scale_torch(part, ref))
 
     @torch.no_grad()
-    def _cnn(self, X: torch.Tensor, lc: int = 0, n: int | None = None) -> torch.Tensor:
+    def _cnn(self, X: torch.Tensor, lc: int = 0, n: int | None = None, model: SalienceNet | None = None,
+             channels=None) -> torch.Tensor:
         """Salience (360, n) of frames [lc, lc + n) of an HCQT (C, 360, T), in sub-chunks with context."""
-        if self.channels is not None:
-            X = X[self.channels]
+        if model is None:
+            model, channels = self.model, self.channels
+        if channels is not None:
+            X = X[list(channels)]
         T = X.shape[-1]
         n = T - lc if n is None else n
         out = torch.empty(360, n, device=self.device)
         for t0 in range(lc, lc + n, self.cnn_frames):
             t1 = min(lc + n, t0 + self.cnn_frames)
             c0, c1 = max(0, t0 - _CNN_CONTEXT), min(T, t1 + _CNN_CONTEXT)
-            s = self.model(X[None, :, :, c0:c1])[0]
+            s = model(X[None, :, :, c0:c1])[0]
             out[:, t0 - lc: t1 - lc] = s[:, t0 - c0: t0 - c0 + (t1 - t0)]
         return out
 
     def iter_salience(self, y: np.ndarray, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first frame, salience chunk (360, n) float32) over the whole signal (22,050 Hz mono)."""
+        for f0, chunks in self.iter_saliences(y, None, progress):
+            yield f0, chunks["main"]
+
+    def iter_saliences(self, y: np.ndarray, heads: dict | None = None,
+                       progress: bool = False) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Yield (first frame, {name: salience chunk}) for several models on ONE HCQT per chunk.
+
+        ``heads``: {name: (model, channels)}; ``None`` = this predictor's model as ``"main"``.
+        """
+        heads = {"main": (self.model, self.channels)} if heads is None else heads
+        for model, _ in heads.values():
+            model.to(self.device).eval()
         y = prepare_audio(y, SR)
         n_chunks = math.ceil(len(y) / self.chunk)
+
+        def zeros():
+            for f0, z in self._zeros(len(y)):
+                yield f0, dict.fromkeys(heads, z)
+
         if float(np.abs(y).max()) == 0.0:
             warnings.warn("the audio is silent: the salience is all zero and no F0 is reported",
-                          SilentAudioWarning, stacklevel=2)
-            yield from self._zeros(len(y))
+                          SilentAudioWarning, stacklevel=3)
+            yield from zeros()
             return
         if n_chunks == 1:
             mag = self.hcqt(y, log=False)
@@ -201,14 +221,15 @@ class Predictor:
         if ref < AMIN:  # every bin would clamp to the floor and read as 0 dB (1.0) everywhere
             warnings.warn(f"the audio is near-silent (peak CQT magnitude {ref:.2g} is below the {AMIN:g} floor of "
                           f"the log scaling): the salience is all zero and no F0 is reported",
-                          SilentAudioWarning, stacklevel=2)
-            yield from self._zeros(len(y))
+                          SilentAudioWarning, stacklevel=3)
+            yield from zeros()
             return
         from essence.core.progress import ProgressBar
 
         with ProgressBar(total=n_chunks, desc="salience", unit="chunk", disable=not progress or n_chunks == 1) as bar:
             for f0, n, lc, X in chunks:
-                yield f0, self._cnn(X, lc, n).float().cpu().numpy()
+                yield f0, {name: self._cnn(X, lc, n, model, ch).float().cpu().numpy()
+                           for name, (model, ch) in heads.items()}
                 bar.update(1)
 
     def _zeros(self, n_samples: int) -> Iterator[tuple[int, np.ndarray]]:
