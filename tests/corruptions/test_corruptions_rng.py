@@ -138,3 +138,18 @@ def test_corrupted_test_set_is_independent_of_batch_size():
     j = corrupted_test_set(x, ["gaussian_noise"], seed=4, batch_size=5, cache=False, jpeg_quality=85)
     from essence.corruptions import jpeg_storage
     assert np.array_equal(j[0, 2], jpeg_storage(torch.from_numpy(a[0, 2])).numpy())
+
+
+def test_grey_equals_channel_zero_of_equal_channel_rgb_non_square():
+    """A grey image corrupts like an RGB image with three equal channels (same per-image streams), on a
+    non-square size; frost and spatter convert their colours to grey and impulse noise flips per value, so
+    those differ by design."""
+    g = np.random.default_rng(0).integers(0, 256, (3, 40, 56), dtype=np.uint8)
+    grey = torch.from_numpy(g)[:, None]
+    rgb = grey.expand(-1, 3, -1, -1).contiguous()
+    for name in corruption_names("all"):
+        if name in ("frost", "spatter", "impulse_noise"):
+            continue
+        a, b = corrupt(grey, name, 3, seed=1), corrupt(rgb, name, 3, seed=1)
+        assert a.shape == (3, 1, 40, 56)
+        assert torch.equal(a[:, 0], b[:, 0]), name
