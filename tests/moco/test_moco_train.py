@@ -83,3 +83,126 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     assert moco_main(["evaluate", str(out), "--device", "cpu", "--set", "eval.linear_epochs=1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["step"] == 3 and 0 <= res["knn_top1"] <= 100 and 0 <= res["linear_top1"] <= 100
+
+
+def test_export_loads_into_plain_timm_and_torchvision(tmp_path):
+    """The exported backbone loads (strict) into timm / torchvision ResNets built without essence, and computes
+    the same features as the query encoder's backbone."""
+    import timm  # noqa: F401
+    import torchvision
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from timm.models.resnet import BasicBlock, ResNet
+
+    from essence.moco.export import export_backbone
+
+    cfg = _cfg("train.max_steps=2")
+    res = train(cfg, Run(tmp_path / "run"), device="cpu", progress=False, images=_images())
+    path = export_backbone(tmp_path / "run", tmp_path / "backbone.safetensors")
+    sd = load_file(str(path))
+    w, c = cfg.model.width, cfg.model.in_chans
+    # timm's plain stem always has 64 channels; its "deep" stem has 2 * stem_width, which lets layer1 match
+    net = ResNet(BasicBlock, [1, 1, 1, 1], channels=tuple(w * 2 ** i for i in range(4)), in_chans=c,
+                 num_classes=0, stem_type="deep", stem_width=w // 2)
+    net.conv1 = torch.nn.Conv2d(c, w, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    net.load_state_dict(sd)                       # strict
+    x = torch.randn(3, c, 16, 16)
+    ref = res.model.encoder_q.backbone.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), ref(x), rtol=1e-5, atol=1e-5)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["arch"] == "resnet10" and meta["width"] == str(w) and "ResNet(BasicBlock" in meta["build"]
+    # torchvision: a width-64 ResNet-18 (torchvision's BasicBlock has fixed width 64)
+    from essence.moco.export import backbone_state_dict
+    from essence.moco.model import MoCo
+
+    torch.manual_seed(0)
+    big = MoCo(cfg.model.replace(arch="resnet18", width=64, K=32))
+    tv = torchvision.models.resnet18(num_classes=10)
+    tv.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    tv.maxpool, tv.fc = torch.nn.Identity(), torch.nn.Identity()
+    tv.load_state_dict(backbone_state_dict(big))
+    with torch.no_grad():
+        torch.testing.assert_close(tv.eval()(x), big.encoder_q.backbone.eval()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="safetensors"):
+        export_backbone(tmp_path / "run", tmp_path / "backbone.pt")
+
+
+def _write_folder(root, n_per_class=8):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n_per_class):
+                arr = (torch.rand(20, 20, generator=g) * 100 + 100 * c).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+
+
+def test_data_folder_and_numpy_load_with_labels(tmp_path):
+    import numpy as np
+
+    from essence.moco.config import DataConfig
+    from essence.moco.data import load_images
+
+    _write_folder(tmp_path / "imgs")
+    x, y = load_images(DataConfig(dataset="folder", root=str(tmp_path / "imgs")), "train")
+    assert x.shape == (16, 1, 20, 20) and x.dtype == torch.uint8 and y.tolist() == [0] * 8 + [1] * 8
+    xr, _ = load_images(DataConfig(dataset="folder", root=str(tmp_path / "imgs"), image_size=28), "test",
+                        channels=3)
+    assert xr.shape == (16, 3, 28, 28)
+    arr = np.random.default_rng(0).integers(0, 256, (10, 12, 12, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=arr, y_train=np.arange(10) % 2, x_test=arr[:4], y_test=np.zeros(4))
+    x, y = load_images(DataConfig(dataset="numpy", root=str(tmp_path / "d.npz")), "train")
+    assert x.shape == (10, 3, 12, 12) and torch.equal(x[3], torch.from_numpy(arr[3]).permute(2, 0, 1))
+    assert y.tolist() == [0, 1] * 5
+    np.save(tmp_path / "only.npy", arr[..., 0])
+    x, y = load_images(DataConfig(dataset="numpy", root=str(tmp_path / "only.npy")), "train")
+    assert x.shape == (10, 1, 12, 12) and (y == -1).all()
+    with pytest.raises(ValueError, match="training images only"):
+        load_images(DataConfig(dataset="numpy", root=str(tmp_path / "only.npy")), "test")
+    with pytest.raises(ValueError, match="uint8 or float"):
+        np.save(tmp_path / "bad.npy", arr.astype(np.float32))
+        load_images(DataConfig(dataset="numpy", root=str(tmp_path / "bad.npy")), "train")
+    with pytest.raises(ValueError, match="data.root"):
+        DataConfig(dataset="folder")
+
+
+def test_cli_train_and_evaluate_on_a_folder(tmp_path, capsys):
+    _write_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    args = ["--preset", "tiny", "--device", "cpu", "--out", str(out), "--set", "train.max_steps=1",
+            "--set", "optim.batch_size=8", "--set", "model.bn_splits=2", "--set", "eval.batch_size=8"]
+    assert moco_main(["train", "--data", str(tmp_path / "imgs"), *args]) == 0
+    capsys.readouterr()
+    assert moco_main(["evaluate", str(out), "--device", "cpu", "--set", "eval.linear_epochs=1"]) == 0
+    res = json.loads(capsys.readouterr().out)      # the run's config remembers the folder
+    assert 0 <= res["knn_top1"] <= 100 and res["step"] == 1
+    assert moco_main(["train", "--data", str(tmp_path / "missing"), *args]) == 2
+    assert moco_main(["export", str(out), "-o", str(tmp_path / "b.safetensors")]) == 0
+    assert (tmp_path / "b.safetensors").exists()
+
+
+def test_mocov2_transform_torchvision_compatible():
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    from essence.moco.data import MoCoV2Transform
+
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))
+    torch.manual_seed(0)
+    a, b = MoCoV2Transform(16, channels=1)(im)
+    assert a.shape == b.shape == (1, 16, 16) and a.dtype == torch.float32 and not torch.equal(a, b)
+    torch.manual_seed(0)
+    a2, _ = MoCoV2Transform(16, channels=1)(im)
+    assert torch.equal(a, a2)                                 # torch's RNG drives it, as torchvision's
+    t = pickle.loads(pickle.dumps(MoCoV2Transform(32)))        # DataLoader workers
+    q, k = t(torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8))
+    assert q.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="channels"):
+        MoCoV2Transform(16, channels=2)

@@ -57,14 +57,18 @@ class ModelConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Config):
-    dataset: Literal["fashion_mnist"] = "fashion_mnist"
-    root: str | None = None                  # folder with the IDX files (default: Debian's / $ESSENCE_FASHION_MNIST)
-    train_limit: int = 0                     # use the first N unlabeled training images (0 = all 60k)
-    test_limit: int = 0                      # evaluate on the first N test images (0 = all 10k)
+    dataset: Literal["fashion_mnist", "folder", "numpy"] = "fashion_mnist"
+    root: str | None = None                  # fashion_mnist: folder with the IDX files (default: Debian's /
+                                             # $ESSENCE_FASHION_MNIST); folder: a folder of images; numpy: .npz/.npy
+    train_limit: int = 0                     # use the first N unlabeled training images (0 = all)
+    test_limit: int = 0                      # evaluate on the first N test images (0 = all)
+    image_size: int = 0                      # folder / numpy: resize images to this side (0 = keep; must agree)
 
     def __post_init__(self):
-        require_choice(self, "dataset", ("fashion_mnist",))
-        require_nonnegative(self, "train_limit", "test_limit")
+        require_choice(self, "dataset", ("fashion_mnist", "folder", "numpy"))
+        require_nonnegative(self, "train_limit", "test_limit", "image_size")
+        require(self.dataset == "fashion_mnist" or bool(self.root),
+                f"data.root must name the {self.dataset} data (a folder of images or a .npz/.npy file)")
 
 
 @dataclass(frozen=True, kw_only=True)

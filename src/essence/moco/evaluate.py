@@ -145,8 +145,10 @@ def evaluate_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torc
 
 
 def _eval_data(cfg: MoCoConfig):
-    train_x, train_y = load_images(cfg.data, "train", limit=cfg.eval.knn_bank or cfg.data.train_limit or None)
-    test_x, test_y = load_images(cfg.data, "test")
+    c = cfg.model.in_chans
+    train_x, train_y = load_images(cfg.data, "train", limit=cfg.eval.knn_bank or cfg.data.train_limit or None,
+                                   channels=c)
+    test_x, test_y = load_images(cfg.data, "test", channels=c)
     return train_x, train_y, test_x, test_y
 
 
@@ -163,11 +165,15 @@ def evaluate_model(model: MoCo, cfg: MoCoConfig, *, device: torch.device | str =
     ``data``: (train_x, train_y, test_x, test_y) uint8 images and labels (default: Fashion-MNIST per ``cfg``).
     """
     train_x, train_y, test_x, test_y = data if data is not None else _eval_data(cfg)
+    if train_y.numel() == 0 or int(train_y.min()) < 0 or test_y.numel() == 0 or int(test_y.min()) < 0:
+        raise ValueError("evaluation needs labelled training and test images (class sub-folders under train/ and "
+                         "test/, or y_train / y_test in the .npz); pre-training alone does not")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
     enc = eval_encoder(model, cfg, bn_subset(train_x, cfg.eval), device)
     train_f = extract_features(enc, train_x, cfg, device)
     test_f = extract_features(enc, test_x, cfg, device)
-    return evaluate_features(train_f, train_y, test_f, test_y, cfg.eval, linear=linear, seed=cfg.train.seed,
-                             per_item=per_item)
+    return evaluate_features(train_f, train_y, test_f, test_y, cfg.eval, num_classes=num_classes, linear=linear,
+                             seed=cfg.train.seed, per_item=per_item)
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[MoCo, MoCoConfig, int]:

@@ -91,7 +91,7 @@ def train(cfg: MoCoConfig, run: Run | None = None, *, device: str | torch.device
     local_batch = cfg.optim.batch_size // world
     seed_everything(cfg.train.seed)
     if images is None:
-        images, _ = load_images(cfg.data, "train")
+        images, _ = load_images(cfg.data, "train", channels=cfg.model.in_chans)
     n_images = images.shape[0]
     per_epoch, total = total_steps(cfg, n_images)
 
