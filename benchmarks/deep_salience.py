@@ -11,6 +11,12 @@
 4. basic-pitch 0.4.0 (ONNX) real-time factor on the same clip.
 
     python benchmarks/deep_salience.py [--seconds 30] [--threads N] [--device cpu|cuda] [--repeats 3]
+    python benchmarks/deep_salience.py --drift 16    # only the librosa-version measurement, on 16 test clips
+
+``--drift N``: the HCQT of today's librosa (= essence's torch HCQT) against an emulation of the 2017 librosa
+defaults (``hcqt_reference(legacy=True)``: tuning estimated per call, reflect padding, kaiser_best resampling),
+on N out-of-domain test clips (FluidR3, held-out instruments, 8 s): relative L2 difference per channel and the
+released multif0.h5's Accuracy with each input (paired over clips, tau tuned on 8 validation clips for each).
 
 The clip is a rendered Bach chorale (music21 + tinysoundfont), or a synthetic chord sequence if those are
 missing. Timings on a shared machine vary 2-4x between runs: compare the ratios, not the absolute numbers.
@@ -80,8 +86,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--weights", default=None, help="multif0.h5 (default: ../shared/deep_salience/weights)")
+    ap.add_argument("--drift", type=int, default=0, help="run only the librosa-version measurement on N clips")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.drift:
+        return _drift(args.drift, args.weights)
     warnings.filterwarnings("ignore")
     dev = torch.device(args.device)
 
@@ -182,6 +191,51 @@ def main() -> None:
               f"predict / basic-pitch time = {t_pred / t_bp:.1f}")
     else:
         print("\nbasic-pitch not installed (scripts/install.d/deep_salience.sh); skipped")
+
+
+def _drift(n: int, weights: str | None) -> None:
+    """Today's HCQT vs the emulated 2017 one: input difference and the released model's accuracy with each."""
+    from essence.core.precision import machine_line
+    from essence.core.stats import mean_ci, paired_difference
+    from essence.deep_salience.data import build_split
+    from essence.deep_salience.evaluate import per_clip, salience_decoder, sweep_system
+    from essence.deep_salience.hcqt import HARMONICS, hcqt_reference, log_scale
+    from essence.deep_salience.model import load_keras_h5
+    from essence.deep_salience.train import salience_of
+
+    print(machine_line("cpu", "fp32"))
+    wpath = Path(weights) if weights else \
+        Path(__file__).resolve().parents[1].parent / "shared" / "deep_salience" / "weights" / "multif0.h5"
+    model = load_keras_h5(wpath, task="multif0")
+    ev = dict(max_seconds=8.0, soundfont="fluidr3", augment=True, instruments="held_out", segments=2,
+              progress=False)
+    val, test = build_split("validation", 4, **ev), build_split("test", max(1, n // 2), **ev)[:n]
+    errs = np.zeros(len(HARMONICS))
+    for items in (val, test):
+        for it in items:
+            legacy = hcqt_reference(it.audio, log=False, legacy=True)
+            now = hcqt_reference(it.audio, log=False)
+            T = min(legacy.shape[-1], now.shape[-1])
+            legacy, now = legacy[..., :T], now[..., :T]
+            errs += [np.linalg.norm(legacy[c] - now[c]) / np.linalg.norm(now[c]) for c in range(len(HARMONICS))]
+            X = log_scale(legacy).astype(np.float16)
+            pad = it.hcqt.shape[-1] - X.shape[-1]
+            it.legacy = np.pad(X, ((0, 0), (0, 0), (0, max(0, pad))), mode="edge")[..., : it.hcqt.shape[-1]]
+    errs /= len(val) + len(test)
+    print(f"\n## librosa drift: today's HCQT vs the emulated 2017 defaults ({len(test)} test clips, 8 s)")
+    print("relative L2 difference per channel: " + ", ".join(f"h={h:g}: {e:.3f}" for h, e in zip(HARMONICS, errs)))
+    scores = {}
+    for label in ("today", "2017 emulation"):
+        if label != "today":
+            for it in val + test:
+                it.hcqt, it.legacy = it.legacy, it.hcqt
+        sv, st = salience_of(model, val), salience_of(model, test)
+        tau, _ = sweep_system(salience_decoder(sv, "multif0"), val, "multif0")
+        scores[label] = per_clip(salience_decoder(st, "multif0"), test, "multif0", tau)["Accuracy"]
+        print(f"released multif0.h5 with the {label} HCQT: Accuracy {mean_ci(scores[label]).format(3)} "
+              f"(tau {tau:.1f})")
+    d = paired_difference(scores["2017 emulation"], scores["today"], unit="clips")
+    print(f"2017 emulation - today: {d.format(3)} (95% CI, {d.method}, n={d.n})")
 
 
 if __name__ == "__main__":

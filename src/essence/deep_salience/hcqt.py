@@ -69,12 +69,21 @@ def log_scale_torch(magnitude: torch.Tensor, ref: float | torch.Tensor | None = 
 # ----------------------------------------------------------------------------------------------------------
 # reference: librosa.cqt per harmonic (the original compute_hcqt)
 # ----------------------------------------------------------------------------------------------------------
-def hcqt_reference(y: np.ndarray, sr: int = SR, *, harmonics=HARMONICS, log: bool = True) -> np.ndarray:
-    """The original ``compute_hcqt`` on a mono signal already at ``sr``: (len(harmonics), 360, T) float32."""
+def hcqt_reference(y: np.ndarray, sr: int = SR, *, harmonics=HARMONICS, log: bool = True,
+                   legacy: bool = False) -> np.ndarray:
+    """The original ``compute_hcqt`` on a mono signal already at ``sr``: (len(harmonics), 360, T) float32.
+
+    ``legacy=True`` emulates the defaults of the librosa of 2017 (0.5) that the released weights were trained
+    with, as far as today's librosa exposes them: the tuning estimated from the signal on every call
+    (``tuning=None``), reflect padding of the frames (``pad_mode='reflect'``) and resampy's ``kaiser_best``
+    resampler for the early downsampling. It is an emulation, not the 0.5 code (``benchmarks/deep_salience.py
+    --drift`` measures how much it matters).
+    """
     import librosa
 
+    extra = dict(tuning=None, pad_mode="reflect", res_type="kaiser_best") if legacy else {}
     cqts = [np.abs(librosa.cqt(np.asarray(y, dtype=np.float32), sr=sr, hop_length=HOP_LENGTH, fmin=FMIN * h,
-                               n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE)) for h in harmonics]
+                               n_bins=N_BINS, bins_per_octave=BINS_PER_OCTAVE, **extra)) for h in harmonics]
     n_frames = min(c.shape[1] for c in cqts)
     mag = np.stack([c[:, :n_frames] for c in cqts]).astype(np.float32)
     return log_scale(mag) if log else mag
