@@ -39,7 +39,7 @@ def test_two_processes_step_like_averaged_gradients():
         gen = step_generator(cfg.train.seed, 0, 10 + rank)
         eps, z_p = torch.randn(4, cfg.model.latent, generator=gen), torch.randn(4, cfg.model.latent, generator=gen)
         terms = compute_terms(model, to_model_range(x[idx]), None, eps, z_p, None, cfg.loss)
-        role_gradients(model, objectives(terms, cfg.loss), UPDATES)
+        role_gradients(model, objectives(terms, cfg.loss), UPDATES, terms)
         grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
     for p, g0, g1 in zip(model.parameters(), *grads):
         p.grad = (g0 + g1) / 2

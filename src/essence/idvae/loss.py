@@ -30,8 +30,8 @@ from essence.idvae.config import LossConfig
 from essence.idvae.model import VAE, frozen_bn_stats, reparameterize
 
 __all__ = ["kl_divergence", "pixel_reconstruction", "feature_matching", "discriminator_loss",
-           "generator_adversarial_loss", "UPDATES", "VAE_UPDATES", "StepTerms", "compute_terms", "objectives",
-           "role_gradients"]
+           "generator_adversarial_loss", "UPDATES", "VAE_UPDATES", "THROUGH_FAKES", "StepTerms", "compute_terms",
+           "objectives", "role_gradients"]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -73,6 +73,10 @@ UPDATES: dict[str, tuple[str, ...]] = {
     "L_dec": ("decoder",),              # theta: the decoder, which is also the generator
 }
 VAE_UPDATES: dict[str, tuple[str, ...]] = {"L_enc": ("encoder", "decoder")}
+# Whether an objective's gradient flows back through the fakes x~, x_p into the networks that made them.
+# L_GAN: no (the discriminator treats the fakes as fixed data); L_dec: yes (that is how G learns); L_enc: yes
+# (only matters when feature matching is part of it: then it reaches the encoder through z).
+THROUGH_FAKES: dict[str, bool] = {"L_enc": True, "L_GAN": False, "L_dec": True}
 
 
 @dataclass
@@ -89,6 +93,8 @@ class StepTerms:
     d_real: torch.Tensor | None = None           # D(x) = sigmoid(l(x)), (N,)
     d_fake: torch.Tensor | None = None           # D(x~) (and D(x_p)), (N or 2N,)
     h_real: torch.Tensor | None = None           # (N, m)
+    fakes: torch.Tensor | None = None            # [x~; x_p] as decoded (attached to G)
+    fakes_in: torch.Tensor | None = None         # the same values as a leaf: what the trunk saw
 
     def scalars(self) -> dict[str, float]:
         """Detached floats of the terms that exist, for logging."""
@@ -134,11 +140,14 @@ def compute_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, eps: torc
     else:
         h_real, l_real = model.discriminate(x, y)
     y_fake = torch.cat([y, y_p]) if (use_prior and y is not None) else y
+    # The trunk sees the fakes as a leaf: L_GAN's gradient stops there (x~ and x_p are fixed), and
+    # role_gradients carries L_dec's gradient on to G through the leaf. One trunk pass serves both.
+    fakes_in = fakes.detach().requires_grad_(True)
     with frozen_bn_stats(model):
-        h_fake, l_fake = model.discriminate(fakes, y_fake)                 # for L_dec: gradients reach G
-        _, l_fixed = model.discriminate(fakes.detach(), y_fake)            # for L_GAN: x~ and x_p are fixed
+        h_fake, l_fake = model.discriminate(fakes_in, y_fake)
     l_recon, l_prior = (l_fake[:n], l_fake[n:]) if use_prior else (l_fake, None)
-    terms.L_GAN = discriminator_loss(l_real, *((l_fixed[:n], l_fixed[n:]) if use_prior else (l_fixed, None)))
+    terms.fakes, terms.fakes_in = fakes, fakes_in
+    terms.L_GAN = discriminator_loss(l_real, l_recon, l_prior)
     terms.L_adv = generator_adversarial_loss(l_recon, l_prior)
     terms.L_FM = feature_matching(h_real, h_fake[:n]).mean()
     terms.d_real, terms.d_fake, terms.h_real = torch.sigmoid(l_real), torch.sigmoid(l_fake), h_real
@@ -146,24 +155,37 @@ def compute_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, eps: torc
 
 
 def role_gradients(model: VAE, objs: dict[str, torch.Tensor], updates: dict[str, tuple[str, ...]],
-                   scale=None) -> None:
+                   terms: StepTerms | None = None, scale=None) -> None:
     """Accumulate into ``p.grad`` the gradient of every objective in ``objs`` with respect to the parameters of
-    the roles that :data:`UPDATES` gives it, and of nothing else (``torch.autograd.grad`` with explicit inputs).
+    the roles that ``updates`` (:data:`UPDATES`) gives it, and of nothing else (``torch.autograd.grad`` with
+    explicit inputs).
 
-    A parameter in two roles (IDVAE's trunk: encoder and discriminator) gets the sum. ``scale`` maps a loss to
-    the tensor that is differentiated (a GradScaler's ``scale`` for fp16).
+    A parameter in two roles (IDVAE's trunk: encoder and discriminator) gets the sum. For the objectives of
+    :data:`THROUGH_FAKES`, the gradient that reaches the trunk's fake input (``terms.fakes_in``) is carried on
+    through the decoded fakes (``terms.fakes``) into the same parameters. ``scale`` maps a loss to the tensor
+    that is differentiated (a GradScaler's ``scale`` for fp16).
     """
     roles = model.parameter_roles()
-    names = [name for name in objs if any(roles[r] for r in updates[name])]
-    for i, name in enumerate(names):
+    leaf = terms.fakes_in if terms is not None else None
+    for name, value in objs.items():
         params, seen = [], set()
         for role in updates[name]:
             for p in roles[role]:
                 if p.requires_grad and id(p) not in seen:
                     seen.add(id(p))
                     params.append(p)
-        loss = objs[name] if scale is None else scale(objs[name])
-        grads = torch.autograd.grad(loss, params, retain_graph=i < len(names) - 1, allow_unused=True)
+        if not params:
+            continue
+        loss = value if scale is None else scale(value)
+        through = leaf is not None and THROUGH_FAKES.get(name, True)
+        grads = list(torch.autograd.grad(loss, [*params, leaf] if through else params, retain_graph=True,
+                                         allow_unused=True))
+        if through:
+            g_fake = grads.pop()
+            if g_fake is not None:
+                chained = torch.autograd.grad(terms.fakes, params, grad_outputs=g_fake, retain_graph=True,
+                                              allow_unused=True)
+                grads = [a if b is None else b if a is None else a + b for a, b in zip(grads, chained)]
         for p, g in zip(params, grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g

@@ -30,10 +30,10 @@ from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, seed_everything
 from essence.idvae.config import IDVAEConfig
 from essence.idvae.data import load_images, shard_indices, step_generator, to_model_range
-from essence.idvae.loss import UPDATES, VAE_UPDATES, compute_terms, objectives, role_gradients
+from essence.idvae.loss import UPDATES, VAE_UPDATES, StepTerms, compute_terms, objectives, role_gradients
 from essence.idvae.model import VAE, build_model
 
-__all__ = ["train", "TrainResult", "build", "total_steps", "make_optimizer", "HINTS"]
+__all__ = ["train", "train_step", "TrainResult", "build", "total_steps", "make_optimizer", "HINTS"]
 
 # what to turn when a term becomes NaN / inf
 HINTS = {"L_prior": "lower optim.lr or model.logvar_clamp", "L_pixel": "lower optim.lr",
@@ -102,6 +102,35 @@ def _sample_diversity(x: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+class _NonFinite(Exception):
+    def __init__(self, term: str, value: float):
+        super().__init__(term)
+        self.term, self.value = term, value
+
+
+def train_step(model: VAE, optimizer: torch.optim.Optimizer, prec: Precision, cfg: IDVAEConfig, x: torch.Tensor,
+               y: torch.Tensor | None, eps: torch.Tensor, z_p: torch.Tensor,
+               y_p: torch.Tensor | None) -> tuple[StepTerms, dict[str, float]]:
+    """One optimisation step on a batch (x in [-1, 1]); returns the terms and their logged values.
+
+    The forward pass runs under the run's autocast; every role gets the gradients of its objectives only
+    (:data:`~essence.idvae.loss.UPDATES`), averaged over processes; one Adam step. Raises before any parameter
+    changes when a term is NaN / inf.
+    """
+    updates = UPDATES if model.has_discriminator else VAE_UPDATES
+    with prec.autocast():
+        terms = compute_terms(model, x, y, eps, z_p, y_p, cfg.loss)
+        objs = objectives(terms, cfg.loss, adversarial=model.has_discriminator)
+    values = terms.scalars()
+    for k in ("L_prior", "L_pixel", "L_GAN", "L_adv", "L_FM"):
+        if k in values and not math.isfinite(values[k]):
+            raise _NonFinite(k, values[k])
+    role_gradients(model, objs, updates, terms, scale=prec.scaler.scale if prec.scaler.is_enabled() else None)
+    _average_gradients(model)
+    prec.step(optimizer)
+    return terms, values
+
+
 def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.device = "auto",
           resume: str | Path | None = None, progress: bool = True, images: torch.Tensor | None = None,
           labels: torch.Tensor | None = None, monitor: Callable[[VAE], dict] | None = None) -> TrainResult:
@@ -142,10 +171,8 @@ def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.devic
     if world > 1:                                   # identical initial weights everywhere
         for t in [*model.parameters(), *model.buffers()]:
             dist.broadcast(t.data, src=0)
-    updates = UPDATES if model.has_discriminator else VAE_UPDATES
     optimizer = make_optimizer(model, cfg)
     prec = Precision(cfg.train.precision, dev)
-    scale = prec.scaler.scale if prec.scaler.is_enabled() else None
     start = 0
     if resume is not None:
         path = Path(resume)
@@ -184,20 +211,13 @@ def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.devic
             y_p = torch.randint(0, K, (local_batch,), generator=gen).to(dev) if cfg.model.conditional else None
             x = to_model_range(images_dev[idx])
             y = labels_dev[idx] if cfg.model.conditional else None
-            with prec.autocast():
-                terms = compute_terms(model, x, y, eps, z_p, y_p, cfg.loss)
-                objs = objectives(terms, cfg.loss, adversarial=model.has_discriminator)
-            values = terms.scalars()
-            bad = [k for k in ("L_prior", "L_pixel", "L_GAN", "L_adv", "L_FM")
-                   if k in values and not math.isfinite(values[k])]
-            if bad:
+            try:
+                terms, values = train_step(model, optimizer, prec, cfg, x, y, eps, z_p, y_p)
+            except _NonFinite as err:
                 last_ckpt = save(step) or last_ckpt     # the parameters are still finite: keep them
                 where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
-                raise NonFiniteLossError(f"{bad[0]} is {values[bad[0]]} at step {step} ({cfg.model.kind}); "
-                                         f"training stopped{where} ({HINTS[bad[0]]})")
-            role_gradients(model, objs, updates, scale=scale)
-            _average_gradients(model)
-            prec.step(optimizer)
+                raise NonFiniteLossError(f"{err.term} is {err.value} at step {step} ({cfg.model.kind}); "
+                                         f"training stopped{where} ({HINTS[err.term]})") from None
             done = step + 1
             eval_now = monitor is not None and should_run(step, cfg.train.eval_every, total)
             if should_run(step, cfg.train.log_every, total) or eval_now:
