@@ -145,7 +145,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     prec = Precision(base.train.precision, dev)
     run.record_precision(prec)
     report = Report(run, title="Noisy Student", preset=preset, paper=PAPER, method="noisy-student")
-    t_start = time.time()
+    t_start, c_start, load_start = time.time(), time.process_time(), _loadavg()
     data = load_data(base.data)
     data_ood = _with_ood(data, plan.ood, base.data.split_seed)
     y = data.test_y
@@ -158,12 +158,14 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         c = correct(res.model, data.test_x, y, precision=prec, batch_size=base.eval.batch_size)
         items.setdefault(arm, []).append(c)
         models.setdefault(arm, {})[seed] = res.model
-        rec = info.setdefault(arm, {"acc": [], "seconds": [], "params": count_parameters(res.model), "pseudo": []})
+        rec = info.setdefault(arm, {"acc": [], "seconds": [], "cpu_seconds": [], "params": count_parameters(res.model),
+                                    "pseudo": []})
         rec["acc"].append(float(c.mean()))
         rec["seconds"].append(res.seconds)
+        rec["cpu_seconds"].append(res.cpu_seconds)
         if res.pseudo:
             rec["pseudo"].append(res.pseudo)
-        run.log(arm=arm, seed=seed, test_accuracy=float(c.mean()), seconds=res.seconds)
+        run.log(arm=arm, seed=seed, test_accuracy=float(c.mean()), seconds=res.seconds, cpu_seconds=res.cpu_seconds)
 
     for seed in plan.seeds:
         cfg = base.with_overrides({"train.seed": seed})
@@ -216,11 +218,21 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                            clean_error=rob[f"{a}/{s}"]["clean_error"])
                 rel.setdefault(a, []).append(row)
     wall = time.time() - t_start
+    timing = {"wall_s": wall, "cpu_s": time.process_time() - c_start, "load_start": load_start,
+              "load_end": _loadavg(), "threads": torch.get_num_threads()}
 
     mats = {k: np.stack(v) for k, v in items.items()}
     decisions = decide_claims(mats, robust)
-    _write(report, base, plan, data, data_ood, mats, info, decisions, rel, wall)
+    _write(report, base, plan, data, data_ood, mats, info, decisions, rel, timing)
     return report
+
+
+def _loadavg() -> float | None:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError):
+        return None
 
 
 def _fmt_acc(mat: np.ndarray) -> str:
@@ -229,7 +241,8 @@ def _fmt_acc(mat: np.ndarray) -> str:
 
 
 def _write(report: Report, cfg: NoisyStudentConfig, plan: Plan, data, data_ood, mats, info, decisions, rel,
-           wall: float) -> None:
+           timing: dict) -> None:
+    wall = timing["wall_s"]
     nz, op = cfg.noise, cfg.optim
     small = info.get("small_student", {}).get("params", 0)
     report.text(
@@ -249,16 +262,18 @@ def _write(report: Report, cfg: NoisyStudentConfig, plan: Plan, data, data_ood, 
         f"{cfg.pseudo.label_type} (T={cfg.pseudo.temperature:g}), confidence threshold {cfg.pseudo.threshold}, "
         f"class balancing {'on' if cfg.pseudo.balance else 'off'}. Seeds: {list(plan.seeds)} for teacher -> gen 1 "
         f"-> gen 2, {list(plan.ablation_seeds)} for the ablations. Intervals: 95%, bootstrap over test images and "
-        f"seeds. Total wall time of the experiment: {wall:.0f} s.")
+        f"seeds. Total wall time of the experiment: {wall:.0f} s; process CPU time {timing['cpu_s']:.0f} s on "
+        f"{timing['threads']} threads (load average {timing['load_start']} at the start, {timing['load_end']} at the "
+        "end: on a shared machine the wall time is inflated, the CPU time is not).")
     report.section("Accuracy per arm")
     rows = []
     for arm, mat in mats.items():
         rec = info[arm]
         pseudo = rec["pseudo"][0] if rec["pseudo"] else None
         rows.append((arm, len(rec["acc"]), _fmt_acc(mat), ", ".join(f"{100 * a:.2f}" for a in rec["acc"]),
-                     f"{rec['params']:,}", f"{np.mean(rec['seconds']):.0f}",
+                     f"{rec['params']:,}", f"{np.mean(rec['seconds']):.0f} ({np.mean(rec['cpu_seconds']):.0f})",
                      f"{pseudo['kept_unique']}/{pseudo['unlabeled']}" if pseudo else "-"))
-    report.table(["arm", "seeds", "test accuracy % [95% CI]", "per seed", "params", "train s / seed",
+    report.table(["arm", "seeds", "test accuracy % [95% CI]", "per seed", "params", "train s / seed (CPU s)",
                   "pseudo-labeled kept (unique / all)"], rows,
                  caption="teacher_abl / gen1_abl: the teacher and generation-1 student of the ablation seeds only.")
     if rel:
@@ -293,7 +308,8 @@ def _write(report: Report, cfg: NoisyStudentConfig, plan: Plan, data, data_ood, 
                 "ImageNet-C mCE 28.3, ImageNet-P mFR 12.2; iterations 87.6 -> 88.1 -> 88.4 [unverified]. They are not "
                 "comparable to the numbers above; only the direction of each effect is checked.")
     report.add_summary(accuracy={k: v["acc"] for k, v in info.items()},
-                       robustness={a: rs for a, rs in rel.items()}, wall_seconds=round(wall, 1),
+                       robustness={a: rs for a, rs in rel.items()}, wall_seconds=round(wall, 1), timing=timing,
+                       cpu_seconds={k: v["cpu_seconds"] for k, v in info.items()},
                        decisions={k: [x.as_dict() for x in v] for k, v in decisions.items()})
     _figure(report, mats, rel)
 

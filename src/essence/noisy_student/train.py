@@ -61,6 +61,7 @@ class GenerationResult:
     seconds: float = 0.0
     images_per_s: float = 0.0
     pseudo: dict | None = None           # pseudo-label statistics (students only)
+    cpu_seconds: float = 0.0             # process CPU time (all threads): wall time on an idle machine ~ this / cores
 
 
 @dataclass
@@ -205,7 +206,7 @@ def train_generation(cfg: NoisyStudentConfig, data: SemiSupervisedData, generati
         u_index, u_targets = pseudo.index.to(dev), pseudo.targets.to(dev)
     ckpt_dir = run.checkpoints_dir / name if run is not None else None
     history: list[dict] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     done = start
 
     def save(step: int) -> None:
@@ -265,7 +266,8 @@ def train_generation(cfg: NoisyStudentConfig, data: SemiSupervisedData, generati
     imgs = (B + Bu) * max(done - start, 0)
     return GenerationResult(generation=generation, model=model, steps=done, width=width, depth=depth,
                             history=history, seconds=seconds, images_per_s=imgs / max(seconds, 1e-9),
-                            pseudo=pseudo.stats() if pseudo is not None else None)
+                            pseudo=pseudo.stats() if pseudo is not None else None,
+                            cpu_seconds=time.process_time() - c0)
 
 
 def _generation_file(run: Run, g: int) -> Path:
