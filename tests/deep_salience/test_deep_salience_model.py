@@ -32,17 +32,30 @@ def test_architecture_matches_the_paper():
 
 
 def test_distribute_padding_is_tf_same_for_the_even_kernel():
-    """An impulse at bin b of a delta kernel tap r lands at b - (r - 34): 34 rows above, 35 below."""
-    conv = SalienceNet(in_channels=1, widths=(1, 1, 1, 1, 1), input_bn=False)
-    x = torch.zeros(1, 1, 360, 5)
-    x[0, 0, 100, 2] = 1.0
-    w = torch.zeros_like(conv.distribute.weight)
-    w[0, 0, 0, 1] = 1.0                     # top tap of the 70-tall kernel
+    """Through ``forward``: an impulse at bin b seen by the top tap of the 70-tall kernel lands at b + 34
+    (TF 'same' pads 34 rows above and 35 below); every other layer is an identity."""
+    net = SalienceNet(in_channels=1, widths=(1, 1, 1, 1, 1), input_bn=False).eval()
     with torch.no_grad():
-        conv.distribute.weight.copy_(w)
-        conv.distribute.bias.zero_()
-        y = conv.distribute(torch.nn.functional.pad(x, (0, 0, 34, 35)))
-    assert y.shape[2] == 360 and int(y[0, 0, :, 2].argmax()) == 100 + 34
+        for name in ("bendy1", "bendy2", "smoothy1", "smoothy2", "distribute", "squishy"):
+            conv = getattr(net, name)
+            conv.weight.zero_()
+            conv.bias.zero_()
+            kh, kw = conv.kernel_size
+            if name == "distribute":
+                conv.weight[0, 0, 0, kw // 2] = 1.0       # top tap
+            else:
+                conv.weight[0, 0, kh // 2, kw // 2] = 1.0  # centre tap: identity
+        x = torch.zeros(1, 1, 360, 5)
+        x[0, 0, 100, 2] = 1.0
+        y = net(x)
+    assert y.shape == (1, 360, 5)
+    col = y[0, :, 2]
+    assert int(col.argmax()) == 100 + 34 and float(col[134]) > 0.7 and float(col.min()) == pytest.approx(0.5)
+    # the bottom tap (row 69) reads 35 rows below
+    with torch.no_grad():
+        net.distribute.weight.zero_()
+        net.distribute.weight[0, 0, 69, 1] = 1.0
+        assert int(net(x)[0, :, 2].argmax()) == 100 - 35
 
 
 @needs_weights
