@@ -55,7 +55,7 @@ class ModelConfig(Config):
 class LossConfig(Config):
     recon_weight: float = 1.0                # pixel L2 ||x - x~||^2 in L_enc (summed over pixels)
     kl_weight: float = 1.0                   # L_prior = KL(q(z|x) || N(0, I)) in L_enc (summed over d)
-    lambda_d: float = 30.0                   # lambda_D: weight of L_GAN in the trunk / discriminator update
+    lambda_d: float = 10.0                   # lambda_D: weight of L_GAN in the trunk / discriminator update
     #                                          (L_enc is summed over pixels; value from a validation pilot)
     adv_weight: float = 1.0                  # weight of the adversarial part of L_dec
     gamma: float = 1.0                       # gamma: weight of feature matching ||h(x) - h(x~)||^2 in L_dec
