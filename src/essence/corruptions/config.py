@@ -88,10 +88,10 @@ PRESETS = Presets({
     "quick": lambda: CorruptionsConfig(),
     # decides the claims: 5 architectures x 3 seeds, both arms of (d) on 3 seeds
     "standard": lambda: CorruptionsConfig(
-        data=DataConfig(train_size=10000, test_size=1000),
-        train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2), epochs=6,
-                          histeq_epochs=2),
-        perturb=PerturbConfig(clips=200)),
+        data=DataConfig(train_size=4000, test_size=1000),
+        train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2), epochs=5,
+                          histeq_epochs=1),
+        perturb=PerturbConfig(clips=100)),
     "paper": lambda: CorruptionsConfig(
         data=DataConfig(train_size=60000, test_size=10000),
         train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2, 3, 4),
