@@ -247,8 +247,11 @@ def _claims(report, names, tc, trained, arch_of, wrong, clean, summary, base_err
                      evidence=f"{len(better)} models; their mCE: "
                               f"{100 * np.mean([summary[k]['mCE'] for k in better]):.1f} on average")
     else:
+        undefined = not any(np.isfinite(summary[k]["relative_mCE"]) for k in trained)
         report.claim("(c) Relative robustness barely improves", verdict=INCONCLUSIVE,
-                     reason=f"fewer than 2 trained models are more accurate than `{base_arch}`")
+                     reason="relative mCE is undefined: the baseline's corrupted error does not exceed its clean "
+                            "error for some corruption" if undefined else
+                     f"fewer than 2 trained models are more accurate than `{base_arch}`")
     # (d) CLAHE
     if eq_keys:
         a = np.stack([wrong[k] for k in eq_keys])
