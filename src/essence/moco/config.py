@@ -197,10 +197,11 @@ def _quick() -> MoCoConfig:
 
 def _standard() -> MoCoConfig:
     """The smallest setting at which the claims are decided on a 2-core CPU (``essence moco reproduce --preset
-    standard`` <= 30 minutes): the quick model and recipe for 3 epochs per run, evaluated with the full 60k
-    training set as kNN bank / probe training set and the full 10k test split."""
+    standard`` <= 30 minutes): the quick model and recipe for 10 epochs per run, evaluated with the full 60k
+    training set as kNN bank / probe training set and the full 10k test split. Measured cost: about 0.09 s of
+    one core per training step, 23 minutes of one core for the whole reproduction (5 runs + evaluations)."""
     q = _quick()
-    return q.replace(optim=q.optim.replace(epochs=3),
+    return q.replace(optim=q.optim.replace(epochs=10),
                      train=q.train.replace(log_every=20, ckpt_every=500),
                      eval=q.eval.replace(knn_bank=0, linear_epochs=10))
 

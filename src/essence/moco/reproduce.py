@@ -61,7 +61,7 @@ class Plan:
 PLANS = {
     "tiny": Plan(steps=3, seeds=(0, 1), ks=(32, 64), ms=(0.0, 0.99), k_main=64, m_main=0.99, monitor=2,
                  previews=True),
-    "quick": Plan(steps=120, seeds=(0,), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=0,
+    "quick": Plan(steps=0, seeds=(0,), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=0,
                   previews=True),
     "standard": Plan(steps=0, seeds=(0, 1), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=6,
                      previews=False),
