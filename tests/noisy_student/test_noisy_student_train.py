@@ -98,3 +98,24 @@ def test_bad_input(cfg, data, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="needs pseudo labels"):
         train_generation(cfg, data, 1, progress=False)
+
+
+def test_user_arrays_as_labeled_unlabeled_and_test_data(tmp_path, cfg, synth):
+    from essence.noisy_student.data import load_data
+
+    x, y = synth.bars(200, classes=4, size=16, seed=3)
+    y[:16] = np.arange(16) % 4
+    np.savez(tmp_path / "lab.npz", x=x[:16], y=y[:16])
+    np.savez(tmp_path / "test.npz", x=x[150:], y=y[150:])
+    np.save(tmp_path / "pool.npy", x[16:150])
+    c = cfg.with_overrides({"data.labeled_dir": str(tmp_path / "lab.npz"), "data.test_dir": str(tmp_path / "test.npz"),
+                            "data.unlabeled_dir": str(tmp_path / "pool.npy"), "data.image_size": 16,
+                            "loop.generations": 1})
+    data = load_data(c.data)
+    assert data.num_classes == 4 and data.unlabeled_x.shape == (134, 1, 16, 16) and data.test_x.shape[0] == 50
+    res = train(c, None, device="cpu", data=data, progress=False)
+    assert len(res.generations) == 2
+    with pytest.raises(ValueError, match="model.num_classes=4"):
+        train(c.with_overrides({"model.num_classes": 10}), None, device="cpu", data=data, progress=False)
+    with pytest.raises(ValueError, match="needs data.test_dir"):
+        load_data(c.data.replace(test_dir=None))

@@ -107,19 +107,33 @@ def make_split(images: np.ndarray, labels: np.ndarray, labeled: np.ndarray, test
 
 
 def load_data(cfg: DataConfig) -> SemiSupervisedData:
-    """Fashion-MNIST split, or the user's folders (``labeled_dir`` / ``unlabeled_dir``) with the FMNIST test set
-    when their images are 28 x 28 grey, else the labeled folder's own test split is not available: error."""
+    """The Fashion-MNIST split, or the user's data: ``labeled_dir`` (class sub-folders or an .npz with x, y) with
+    ``test_dir`` (same form), and / or ``unlabeled_dir`` (a folder or .npy of images) replacing the unlabeled part
+    (plus ``ood`` procedural images)."""
     if cfg.labeled_dir is None and cfg.unlabeled_dir is None:
         return split_fashion_mnist(cfg)
-    base = split_fashion_mnist(cfg)
-    lab_x, lab_y = (base.labeled_x, base.labeled_y)
     if cfg.labeled_dir is not None:
+        if cfg.test_dir is None:
+            raise ValueError("data.labeled_dir needs data.test_dir (a labeled test folder or .npz) to score on")
         lab_x, lab_y = load_image_folder(cfg.labeled_dir, labeled=True, size=cfg.image_size)
-    unl = base.unlabeled_x
+        test_x, test_y = load_image_folder(cfg.test_dir, labeled=True, size=cfg.image_size)
+        num_classes = int(lab_y.max()) + 1
+        if cfg.unlabeled_dir is None:
+            raise ValueError("data.labeled_dir needs data.unlabeled_dir (the images to pseudo-label)")
+        base_unl = None
+    else:
+        base = split_fashion_mnist(cfg.replace(ood=0))
+        lab_x, lab_y, test_x, test_y, num_classes = base.labeled_x, base.labeled_y, base.test_x, base.test_y, 10
+        base_unl = base.unlabeled_x
+    unl = base_unl
     if cfg.unlabeled_dir is not None:
         unl, _ = load_image_folder(cfg.unlabeled_dir, labeled=False, size=cfg.image_size)
-    return SemiSupervisedData(labeled_x=lab_x, labeled_y=lab_y, unlabeled_x=unl, test_x=base.test_x,
-                              test_y=base.test_y, num_classes=10)
+    if cfg.ood:
+        unl = torch.cat([unl, ood_images(cfg.ood, cfg.image_size, seed=cfg.split_seed)])
+    if cfg.test_limit:
+        test_x, test_y = test_x[:cfg.test_limit], test_y[:cfg.test_limit]
+    return SemiSupervisedData(labeled_x=lab_x, labeled_y=lab_y, unlabeled_x=unl, test_x=test_x, test_y=test_y,
+                              num_classes=num_classes, n_ood=cfg.ood)
 
 
 def _read_image(path: Path, size: int) -> torch.Tensor:

@@ -72,7 +72,7 @@ class Plan:
 PLANS = {
     "tiny": Plan(seeds=(0,), ablation_seeds=(0,), ood=100),
     "quick": Plan(seeds=(0,), ablation_seeds=(0,), ood=5000),
-    "standard": Plan(seeds=(0, 1, 2), ablation_seeds=(0, 1), ood=5000),
+    "standard": Plan(seeds=(0, 1, 2), ablation_seeds=(0, 1, 2), ood=5000),
     "paper": Plan(seeds=(0, 1, 2), ablation_seeds=(0, 1, 2), ood=50000),
 }
 ARMS = ("no_noise", "no_input_noise", "no_model_noise", "small_student", "soft_ood", "hard_ood")

@@ -311,6 +311,9 @@ def train(cfg: NoisyStudentConfig, run: Run | None = None, *, device: str | torc
     dev = info.device
     torch.set_num_threads(cfg.train.threads or default_num_threads())
     data = data if data is not None else load_data(cfg.data)
+    if data.num_classes != cfg.model.num_classes:
+        raise ValueError(f"the data has {data.num_classes} classes but model.num_classes is {cfg.model.num_classes}; "
+                         f"pass --set model.num_classes={data.num_classes}")
     Bu = cfg.optim.batch_size * cfg.optim.unlabeled_ratio
     if cfg.loop.generations and data.unlabeled_x.shape[0] < Bu:
         raise ValueError(f"the unlabeled set ({data.unlabeled_x.shape[0]} images) is smaller than one unlabeled "
