@@ -62,7 +62,7 @@ for _info in [
                "Polyphonic Music. ISMIR 2017", "deep_salience.md", "audio", True),
     MethodInfo("stylegan2", "stylegan2", "StyleGAN2", "Karras et al., CVPR 2020",
                "Karras et al. Analyzing and Improving the Image Quality of StyleGAN. CVPR 2020",
-               "stylegan2.md", "vision", False),
+               "stylegan2.md", "vision", True),
 ]:
     METHODS.register(_info.cli_name, _info)
 

@@ -1,0 +1,441 @@
+"""``essence stylegan2 reproduce``: the paper's claims at small scale on Fashion-MNIST (32 x 32), with a report.
+
+Claims (Karras et al. 2019; the card's section 7 plan):
+
+(a) weight demodulation normalises the output statistics: for N(0, 1) inputs and styles s ~ U(0.2, 3), each
+    output map has std ~ 1 (within 10%) with demodulation, while without it the std grows with |s| (section 2.2;
+    no training). The droplet part (AdaIN's feature-map spikes) is exploratory: peak-to-std ratios are shown,
+    not decided.
+(b) lazy R1 (every 16 minibatches) costs less D time than R1 on every minibatch (section 2.5).
+(c) path-length regularisation lowers PPL and the spread of |J_w^T y| (section 2.6).
+(d) lower truncation psi raises precision and lowers recall (Kynkäänniemi et al. metrics, section 2.7).
+(f) FID falls over training (the curve).
+
+Verdicts come from 95% intervals (essence.core.stats): per-item paired bootstraps where the arms score the same
+items (same z, same real test images), seeds resampled too where there are several, Spearman for the curve.
+The verdict logic is in :func:`decide_claims`, a function of the measured numbers (tested without training).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from essence.core.report import Report
+from essence.core.runs import Run
+from essence.core.runtime import resolve_device
+from essence.core.stats import (
+    Decision,
+    decide,
+    difference,
+    hierarchical_difference,
+    mean_ci,
+    paired_difference,
+    spearman,
+)
+from essence.stylegan2.config import PRESETS, StyleGAN2Config
+
+__all__ = ["reproduce", "PLANS", "Plan", "decide_claims", "demodulation_statistics", "time_lazy_r1",
+           "peak_to_std"]
+
+DEMOD_TOLERANCE = 0.10   # card section 7.1: per-map std within ~10% of 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: int                       # iterations per training run
+    seeds: tuple[int, ...]           # seeds of the main (PL) arm and of the no-PL arm
+    evals: int                       # points on the FID curve (including step 0 and the end)
+    n_gen: int                       # generated images per metric
+    n_real: int                      # real test images
+    ppl_samples: int
+    demod_trials: int                # random (w, s, x) draws for claim (a)
+    r1_blocks: int                   # timing blocks of 16 D iterations each for claim (b)
+    adain: bool                      # train the AdaIN (config A) arm for the exploratory droplet check
+
+
+PLANS = {
+    "tiny": Plan(steps=4, seeds=(0,), evals=3, n_gen=64, n_real=64, ppl_samples=16, demod_trials=24,
+                 r1_blocks=2, adain=True),
+    "quick": Plan(steps=300, seeds=(0,), evals=4, n_gen=5000, n_real=10000, ppl_samples=500, demod_trials=200,
+                  r1_blocks=3, adain=False),
+    "standard": Plan(steps=700, seeds=(0, 1), evals=5, n_gen=10000, n_real=10000, ppl_samples=1000,
+                     demod_trials=500, r1_blocks=5, adain=True),
+    "paper": Plan(steps=781250, seeds=(0, 1, 2), evals=10, n_gen=50000, n_real=10000, ppl_samples=50000,
+                  demod_trials=1000, r1_blocks=20, adain=True),
+}
+
+
+# ------------------------------------------------------------------------------------ measurements
+@torch.no_grad()
+def demodulation_statistics(trials: int, *, channels: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """Claim (a) without training: one modulated 3x3 conv, N(0, 1) inputs (trials, 64, 16, 16), N(0, 1)
+    weights, styles s ~ U(0.2, 3) per input map. Returns per trial the mean |std_j - 1| over output maps with
+    demodulation, and without it the mean output std and |s| / sqrt(I)."""
+    from essence.stylegan2.model import modulated_conv2d
+
+    g = torch.Generator().manual_seed(seed)
+    dev_demod, std_plain, s_norm = [], [], []
+    for _ in range(trials):
+        x = torch.randn(1, channels, 16, 16, generator=g)
+        w = torch.randn(channels, channels, 3, 3, generator=g) / math.sqrt(channels * 9)
+        s = torch.rand(1, channels, generator=g) * 2.8 + 0.2
+        y = modulated_conv2d(x, w, s, demodulate=True, fused=True)
+        dev_demod.append(float((y.std(dim=(2, 3)) - 1).abs().mean()))
+        y = modulated_conv2d(x, w, s, demodulate=False, fused=True)
+        std_plain.append(float(y.std(dim=(2, 3)).mean()))
+        s_norm.append(float(s.norm() / math.sqrt(channels)))
+    return {"demod_deviation": np.array(dev_demod), "plain_std": np.array(std_plain), "s_norm": np.array(s_norm)}
+
+
+def time_lazy_r1(cfg: StyleGAN2Config, blocks: int, device, interval: int = 16) -> dict[str, np.ndarray]:
+    """Claim (b): seconds per D iteration (logistic loss on fake + real, Adam step) with R1 every ``interval``
+    iterations (one extra step, gain ``interval``) vs R1 on every iteration; blocks of ``interval`` iterations,
+    alternating the two arms so that machine load hits both alike."""
+    from essence.stylegan2.loss import d_logistic, lazy_adam_params, r1_penalty
+    from essence.stylegan2.model import Discriminator
+
+    torch.manual_seed(0)
+    m = cfg.model
+    D = Discriminator(m).to(device)
+    B = cfg.optim.batch_size
+    fake = torch.randn(B, m.img_channels, m.resolution, m.resolution, device=device)
+    real = torch.randn_like(fake)
+    gamma = max(cfg.loss.r1_gamma, 1e-3)
+
+    def block(lazy: bool) -> float:
+        lr, betas = lazy_adam_params(cfg.optim.lr, (cfg.optim.beta1, cfg.optim.beta2), interval if lazy else 1)
+        opt = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+        t = time.perf_counter()
+        for i in range(interval):
+            x = real.detach().requires_grad_(not lazy)
+            real_logits = D(x)
+            loss = d_logistic(D(fake), real_logits)
+            if not lazy:
+                loss = loss + r1_penalty(x, real_logits).mean() * gamma / 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if lazy and i == 0:
+                x = real.detach().requires_grad_(True)
+                logits = D(x)
+                reg = (logits.flatten() * 0 + r1_penalty(x, logits) * gamma / 2).mean() * interval
+                opt.zero_grad(set_to_none=True)
+                reg.backward()
+                opt.step()
+        return (time.perf_counter() - t) / interval
+
+    block(True)   # warm-up
+    lazy_s, full_s = [], []
+    for _ in range(blocks):
+        lazy_s.append(block(True))
+        full_s.append(block(False))
+    return {"lazy": np.array(lazy_s), "every": np.array(full_s)}
+
+
+@torch.no_grad()
+def peak_to_std(G, n: int = 64, seed: int = 0, device="cpu") -> dict[int, float]:
+    """Exploratory droplet measure: mean over samples and maps of max|a| / std(a) of each synthesis feature map,
+    per resolution (AdaIN's spikes give large ratios; section 2.1 of the paper)."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    _, feats = G.synthesis(G.mapping(z), noise_mode="const", fused=False, return_features=True)
+    out: dict[int, list[float]] = {}
+    for f in feats:
+        f = f.float()
+        ratio = f.abs().amax(dim=(2, 3)) / (f.std(dim=(2, 3)) + 1e-8)
+        out.setdefault(f.shape[-1], []).append(float(ratio.mean()))
+    return {res: float(np.mean(v)) for res, v in out.items()}
+
+
+# -------------------------------------------------------------------------------------- verdict logic
+def decide_claims(m: dict) -> dict[str, list[Decision]]:
+    """The decisions of every claim from the measured numbers (keys below; a claim is skipped when its inputs
+    are missing).
+
+    - ``demod_deviation`` (trials,), ``plain_std`` (trials,), ``s_norm`` (trials,)             -> (a)
+    - ``r1_lazy_s`` (blocks,), ``r1_every_s`` (blocks,)                                        -> (b)
+    - ``ppl_log_pl`` / ``ppl_log_nopl`` (seeds, items), ``jcv_pl`` / ``jcv_nopl`` (seeds,)     -> (c)
+    - ``prec_items`` {psi: (seeds, n_gen)}, ``rec_items`` {psi: (seeds, n_real)}              -> (d)
+    - ``curve_steps`` / ``curve_fid`` (points,)                                                -> (f)
+    """
+    out: dict[str, list[Decision]] = {}
+    if "demod_deviation" in m:
+        dev = mean_ci(m["demod_deviation"], unit="trials")
+        rho = spearman(m["s_norm"], m["plain_std"], unit="trials")
+        out["a"] = [decide(dev, direction="less", margin=DEMOD_TOLERANCE), decide(rho, direction="greater")]
+    if "r1_lazy_s" in m:
+        out["b"] = [decide(paired_difference(m["r1_lazy_s"], m["r1_every_s"], unit="timing blocks"),
+                           direction="less")]
+    if "ppl_log_pl" in m:
+        dec = [decide(hierarchical_difference(m["ppl_log_pl"], m["ppl_log_nopl"], unit="latent pairs"),
+                      direction="less")]
+        if "jcv_pl" in m:
+            dec.append(decide(difference(m["jcv_pl"], m["jcv_nopl"], unit="seeds"), direction="less"))
+        out["c"] = dec
+    if "prec_items" in m:
+        psis = sorted(m["prec_items"], reverse=True)        # 1.0, 0.7, 0.5
+        hi, lo = psis[0], psis[-1]
+        out["d"] = [decide(hierarchical_difference(m["prec_items"][lo], m["prec_items"][hi], unit="generated images"),
+                           direction="greater"),
+                    decide(hierarchical_difference(m["rec_items"][lo], m["rec_items"][hi], unit="real images"),
+                           direction="less")]
+    if "curve_fid" in m:
+        out["f"] = [decide(spearman(m["curve_steps"], m["curve_fid"], unit="curve points"), direction="less")]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides: tuple[str, ...] = ()) -> Report:
+    """Run the experiment in ``run.dir`` and return the (unwritten) report."""
+    from essence.core.loop import Precision
+    from essence.metrics.precision_recall import knn_radii, manifold_membership
+    from essence.stylegan2.data import load_fashion_mnist32
+    from essence.stylegan2.evaluate import (
+        classifier_features_net,
+        features_of,
+        fid_from_features,
+        generate_images,
+        jacobian_lengths,
+        ppl_summary,
+        ppl_w,
+    )
+    from essence.stylegan2.train import build_networks, train
+
+    if preset not in PLANS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {list(PLANS)}")
+    plan = PLANS[preset]
+    base: StyleGAN2Config = PRESETS.build(preset, {"train.max_steps": PLANS[preset].steps})
+    base = base.with_overrides(list(overrides))
+    steps = base.train.max_steps
+    every = max(1, steps // (plan.evals - 1))
+    base = base.with_overrides({"train.eval_every": every, "train.log_every": every,
+                                "train.ckpt_every": steps})
+    run.save_config(base)
+    dev = resolve_device(device)
+    report = Report(run, title="StyleGAN2", preset=preset,
+                    paper="Karras, Laine, Aittala, Hellsten, Lehtinen, Aila. Analyzing and Improving the Image "
+                          "Quality of StyleGAN. CVPR 2020")
+    report.precision = Precision(base.train.precision, dev).reason
+    t_start = time.time()
+    m: dict = {}
+
+    # (a) no training
+    demod = demodulation_statistics(plan.demod_trials, seed=base.train.seed)
+    m.update(demod)
+    # (b) timing
+    r1 = time_lazy_r1(base, plan.r1_blocks, dev)
+    m["r1_lazy_s"], m["r1_every_s"] = r1["lazy"], r1["every"]
+
+    # feature network and real features (Fashion-MNIST test split)
+    net, cls_acc = classifier_features_net(base.eval.classifier_epochs, dev)
+    real = load_fashion_mnist32("test", base.data.path)[:plan.n_real]
+    real_feats = features_of(net, real, device=dev)
+    real_radii = knn_radii(real_feats, base.eval.pr_k)
+    train_x = load_fashion_mnist32("train", base.data.path, base.data.limit)
+    ecfg = base.eval.replace(n_gen=plan.n_gen, n_real=plan.n_real, ppl_samples=plan.ppl_samples)
+
+    def fid_monitor(G, step):
+        fake = generate_images(G, ecfg.n_gen, seed=12345, device=dev, batch=ecfg.batch_size)
+        return {"fid": fid_from_features(real_feats, features_of(net, fake, device=dev))}
+
+    arms: dict[str, list[dict]] = {"pl": [], "nopl": [], "adain": []}
+    curve_steps, curve_fid = [], []
+    psis = (1.0, 0.7, 0.5)
+    prec_items = {p: [] for p in psis}
+    rec_items = {p: [] for p in psis}
+    for arm, changes in (("pl", {}), ("nopl", {"loss.pl_weight": 0.0}),
+                         ("adain", {"model.style_block": "adain"})):
+        seeds = plan.seeds if arm != "adain" else (plan.seeds[:1] if plan.adain else ())
+        for seed in seeds:
+            cfg = base.with_overrides({**changes, "train.seed": seed})
+            sub = Run(run.dir / "runs" / f"{arm}_seed{seed}", method="stylegan2", preset=preset)
+            G0 = build_networks(cfg)[2].to(dev)
+            fid0 = fid_monitor(G0, 0)["fid"]
+            res = train(cfg, sub, device=dev, images=train_x, eval_fn=fid_monitor, progress=False)
+            G = res.G_ema
+            curve = [(0, fid0)] + [(h["step"], h["fid"]) for h in res.history if "fid" in h]
+            rec = {"seed": seed, "seconds": res.seconds, "images_per_s": res.images_per_s, "curve": curve,
+                   "phase_seconds": res.phase_seconds, "peak_to_std": peak_to_std(G, device=dev)}
+            if arm in ("pl", "nopl"):
+                d = ppl_w(G, net, plan.ppl_samples, epsilon=ecfg.ppl_epsilon, seed=777, device=dev)
+                lengths = jacobian_lengths(G, min(512, plan.ppl_samples), seed=778, device=dev)
+                rec.update(ppl=ppl_summary(d), ppl_log=np.log(np.maximum(d, 1e-12)),
+                           jcv=float(lengths.std() / lengths.mean()), fid=curve[-1][1])
+            if arm == "pl":
+                curve_steps += [s for s, _ in curve]
+                curve_fid += [f for _, f in curve]
+                for psi in psis:   # (d): same z for every psi
+                    fake = generate_images(G, plan.n_gen, psi=psi, seed=4242, device=dev)
+                    ff = features_of(net, fake, device=dev)
+                    prec_items[psi].append(manifold_membership(ff, real_feats, real_radii).double().numpy())
+                    rec_items[psi].append(manifold_membership(real_feats, ff, knn_radii(ff, base.eval.pr_k))
+                                          .double().numpy())
+                    rec[f"precision_psi{psi}"] = float(prec_items[psi][-1].mean())
+                    rec[f"recall_psi{psi}"] = float(rec_items[psi][-1].mean())
+                    rec[f"fid_psi{psi}"] = fid_from_features(real_feats, ff)
+                if seed == plan.seeds[0]:
+                    _sample_figures(report, G, dev, psis)
+            arms[arm].append(rec)
+    m["ppl_log_pl"] = np.stack([r["ppl_log"] for r in arms["pl"]])
+    m["ppl_log_nopl"] = np.stack([r["ppl_log"] for r in arms["nopl"]])
+    m["jcv_pl"] = [r["jcv"] for r in arms["pl"]]
+    m["jcv_nopl"] = [r["jcv"] for r in arms["nopl"]]
+    m["prec_items"] = {p: np.stack(v) for p, v in prec_items.items()}
+    m["rec_items"] = {p: np.stack(v) for p, v in rec_items.items()}
+    m["curve_steps"], m["curve_fid"] = curve_steps, curve_fid
+    decisions = decide_claims(m)
+    wall = time.time() - t_start
+    _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev)
+    return report
+
+
+def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev) -> None:
+    B = base.optim.batch_size
+    mc = base.model
+    report.text(
+        f"**Scaled down.** Fashion-MNIST (60k training images, zero-padded to 32 x 32, grey, no x-flip) instead of "
+        f"FFHQ 1024; config E/F architecture (skip G, residual D) with channels "
+        f"{', '.join(str(min(mc.channel_base // r, mc.channel_max)) for r in (4, 8, 16, 32))} at 4/8/16/32 px, "
+        f"z = w = {mc.z_dim}, {mc.mapping_layers} mapping layers (lr x{mc.mapping_lr_mul}); batch {B}, Adam "
+        f"lr {base.optim.lr} betas ({base.optim.beta1}, {base.optim.beta2}) with lazy rescaling, R1 gamma "
+        f"{base.loss.r1_gamma} every {base.loss.r1_interval}, path length weight {base.loss.pl_weight} every "
+        f"{base.loss.pl_interval} (decay {base.loss.pl_decay}, batch shrink {base.loss.pl_batch_shrink}), style "
+        f"mixing {base.loss.style_mixing}, G EMA half-life {base.train.ema_kimg} kimg; {base.train.max_steps} "
+        f"iterations per run ({base.train.max_steps * B / 1000:.1f} kimg instead of 25,000 kimg); seeds "
+        f"{list(plan.seeds)}. Metrics use the card's proxy: features of a small CNN trained on Fashion-MNIST "
+        f"(test accuracy {cls_acc * 100:.1f}%) in place of Inception / VGG-16; FID between {plan.n_gen} generated "
+        f"images (no truncation) and the first {plan.n_real} test images; precision/recall with k = "
+        f"{base.eval.pr_k}; PPL in W at endpoints with epsilon {base.eval.ppl_epsilon} and the squared feature "
+        f"distance instead of LPIPS (no VGG weights offline), {plan.ppl_samples} samples. Numbers are not "
+        f"comparable with the paper's; only directions are checked. Total wall time: {wall:.0f} s.")
+    if preset == "quick":
+        report.text("**Quick preset: a preview.** One seed and few iterations; claims (c) and (d) are decided "
+                    "properly by the standard preset (two seeds per arm).")
+
+    # (a)
+    dd = m["demod_deviation"]
+    report.claim("Weight demodulation normalises the output statistics: per-map std ~ 1 (within 10%) for any "
+                 "style, while without demodulation it grows with |s| (section 2.2, 7.1)", decision=decisions["a"],
+                 evidence=f"{len(dd)} random draws: mean |std - 1| with demodulation {dd.mean():.4f}; without, "
+                          f"output std {m['plain_std'].min():.2f}..{m['plain_std'].max():.2f} for |s|/sqrt(I) "
+                          f"{m['s_norm'].min():.2f}..{m['s_norm'].max():.2f}",
+                 name="mean |std - 1| (demod) / Spearman(|s|, std) (no demod)", digits=3)
+    # (b)
+    lz, ev = m["r1_lazy_s"], m["r1_every_s"]
+    report.claim("Lazy R1 (every 16 minibatches) costs less D time than R1 on every minibatch (section 2.5; the "
+                 "'same FID' half is not trained here)", decision=decisions["b"],
+                 evidence=f"seconds per D iteration: lazy {lz.mean():.3f}, every step {ev.mean():.3f} "
+                          f"(x{ev.mean() / lz.mean():.2f}); {len(lz)} alternating blocks of 16 iterations",
+                 name="lazy - every (s/iteration)", digits=4)
+    # (c)
+    pl, nopl = arms["pl"], arms["nopl"]
+    report.claim("Path-length regularisation lowers PPL (log distance per latent pair) and the spread (CV) of "
+                 "|J_w^T y| (section 2.6)", decision=decisions["c"],
+                 evidence=f"PPL with PL {np.mean([r['ppl'] for r in pl]):.1f} vs without "
+                          f"{np.mean([r['ppl'] for r in nopl]):.1f}; Jacobian CV {np.mean(m['jcv_pl']):.3f} vs "
+                          f"{np.mean(m['jcv_nopl']):.3f}; FID {np.mean([r['fid'] for r in pl]):.1f} vs "
+                          f"{np.mean([r['fid'] for r in nopl]):.1f}",
+                 name="PL - no PL (mean log PPL distance; Jacobian CV)", digits=3)
+    # (d)
+    pr = {p: (m["prec_items"][p].mean(), m["rec_items"][p].mean()) for p in m["prec_items"]}
+    report.claim("Lower truncation psi raises precision and lowers recall (psi 0.5 vs 1.0)", decision=decisions["d"],
+                 evidence="; ".join(f"psi {p}: P {v[0]:.3f} R {v[1]:.3f}" for p, v in sorted(pr.items(),
+                                                                                             reverse=True)),
+                 name="psi 0.5 - psi 1.0 (precision; recall)", digits=3)
+    # (f)
+    report.claim("FID falls over training", decision=decisions["f"],
+                 evidence="FID by step: " + "; ".join(
+                     f"seed {r['seed']}: " + ", ".join(f"{s}: {f:.1f}" for s, f in r["curve"]) for r in pl),
+                 name="Spearman(step, FID)", digits=3)
+    # exploratory droplets
+    rows = []
+    for arm in ("pl", "nopl", "adain"):
+        for r in arms[arm]:
+            rows.append((arm, r["seed"], *(f"{r['peak_to_std'].get(res, float('nan')):.2f}" for res in (8, 16, 32)),
+                         f"{r['curve'][-1][1]:.1f}", f"{r['seconds']:.0f}"))
+    report.section("Runs")
+    report.table(["arm", "seed", "peak/std 8px", "peak/std 16px", "peak/std 32px", "final FID", "train s"], rows,
+                 caption="Exploratory (not decided): mean max|a|/std of the synthesis feature maps; AdaIN's "
+                         "droplets would show as large ratios. 'adain' = StyleGAN1's AdaIN layer (config A).")
+    _figures(report, arms)
+    report.add_summary(
+        measured={"demod_deviation_mean": float(dd.mean()), "r1_lazy_s": lz.tolist(), "r1_every_s": ev.tolist(),
+                  "curve_steps": list(map(int, m["curve_steps"])), "curve_fid": list(map(float, m["curve_fid"])),
+                  "precision_recall": {str(p): list(map(float, v)) for p, v in pr.items()}},
+        arms={k: [{kk: vv for kk, vv in r.items() if kk != "ppl_log"} for r in v] for k, v in arms.items()},
+        wall_seconds=round(wall, 1))
+
+
+def _sample_figures(report, G, dev, psis) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from essence.stylegan2.evaluate import generate_images
+    fig, axes = plt.subplots(1, len(psis), figsize=(4 * len(psis), 4.2))
+    for ax, psi in zip(axes, psis):
+        img = generate_images(G, 36, psi=psi, seed=7, device=dev)
+        ax.imshow(_grid(img, 6), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(f"psi = {psi}")
+        ax.axis("off")
+    report.figure(fig, "truncation_sweep", "Uncurated samples of the EMA generator (same z) at psi 1.0 / 0.7 / 0.5")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(_grid(style_mixing_grid(G, dev), 0), cmap="gray", vmin=-1, vmax=1)
+    ax.axis("off")
+    report.figure(fig, "style_mixing", "Style mixing: row sources give the coarse styles (first 4 ws), column "
+                                       "sources the rest; top-left cell blank")
+
+
+def style_mixing_grid(G, device, rows: int = 4, cols: int = 4, cutoff: int = 4, seed: int = 11) -> torch.Tensor:
+    """A (rows + 1) x (cols + 1) grid: row sources' ws[:cutoff] with column sources' ws[cutoff:]."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        wr = G.mapping(torch.randn(rows, G.z_dim, generator=g).to(device))
+        wc = G.mapping(torch.randn(cols, G.z_dim, generator=g).to(device))
+        src_r = G.synthesis(wr, noise_mode="const")
+        src_c = G.synthesis(wc, noise_mode="const")
+        mixed = torch.cat([wr[:, None, :cutoff].expand(-1, cols, -1, -1),
+                           wc[None, :, cutoff:].expand(rows, -1, -1, -1)], dim=2).reshape(rows * cols, G.num_ws, -1)
+        mix = G.synthesis(mixed, noise_mode="const").reshape(rows, cols, *src_r.shape[1:])
+    blank = -torch.ones_like(src_r[:1])
+    top = torch.cat([blank, src_c])
+    body = [torch.cat([src_r[i:i + 1], mix[i]]) for i in range(rows)]
+    return torch.cat([top, *body]).float().cpu().reshape(rows + 1, cols + 1, *src_r.shape[1:])
+
+
+def _grid(img: torch.Tensor, ncol: int) -> np.ndarray:
+    """(N, C, H, W) or (R, C', C, H, W) -> a 2-D (grey) array tiled with a 1-px border."""
+    if img.ndim == 5:
+        R, Cc = img.shape[:2]
+        img = img.reshape(R * Cc, *img.shape[2:])
+        ncol = Cc
+    n, c, h, w = img.shape
+    nrow = math.ceil(n / ncol)
+    out = -np.ones((nrow * (h + 1), ncol * (w + 1)))
+    for i in range(n):
+        r, cidx = divmod(i, ncol)
+        out[r * (h + 1): r * (h + 1) + h, cidx * (w + 1): cidx * (w + 1) + w] = img[i].float().mean(0).numpy()
+    return out
+
+
+def _figures(report, arms) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arm, style in (("pl", "-o"), ("nopl", "--s"), ("adain", ":^")):
+        for r in arms[arm]:
+            ax.plot([s for s, _ in r["curve"]], [f for _, f in r["curve"]], style, label=f"{arm} seed {r['seed']}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("FID (classifier features)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    report.figure(fig, "fid_curve", "FID of the EMA generator over training (claim f)")
+
