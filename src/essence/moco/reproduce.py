@@ -247,7 +247,8 @@ def _write_report(report, plan, base, matrices, info, curves, decisions, wall, n
         f"{base.optim.warmup_epochs} epochs.")
     report.text(
         f"**Evaluation, identical for every arm.** The query encoder is copied and its BN running statistics are "
-        f"re-estimated on {base.eval.bn_images or n_bank} clean training images (eval.bn = {base.eval.bn}); "
+        f"re-estimated on {min(base.eval.bn_images or n_bank, n_bank)} clean training images "
+        f"(eval.bn = {base.eval.bn}); "
         f"{base.eval.feature} features. Weighted kNN (k = {base.eval.knn_k}, t = {base.eval.knn_t}) with a bank of "
         f"{n_bank} training images; linear protocol (fc, SGD momentum 0.9, no weight decay, x0.1 at 60%/80% of "
         f"{base.eval.linear_epochs} epochs on pre-extracted features) with its learning rate chosen from ({lrs}) "
