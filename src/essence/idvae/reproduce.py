@@ -301,7 +301,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     _figures(report, keep, curves, test_x, test_y, dev)
     report.add_summary(results={a: r.as_dict() for a, r in results.items()}, params=params,
                        classifier_test_accuracy=clf_acc, wall_seconds=round(wall, 1), experts=list(names),
-                       seconds=seconds)
+                       train_seconds=seconds, steps=base.train.max_steps, seeds=list(plan.seeds))
     return report
 
 
