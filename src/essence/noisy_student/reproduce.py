@@ -251,7 +251,8 @@ def _write(report: Report, cfg: NoisyStudentConfig, plan: Plan, data, data_ood, 
         f"{data.unlabeled_x.shape[0]} unlabeled ones (labels never read) and, for claim (d), {plan.ood} procedural "
         f"out-of-domain images (gratings, blobs, pen strokes); scored on the first {data.test_x.shape[0]} images of "
         f"the official test split. Networks: timm `{cfg.model.arch}` at width x{cfg.model.width:g} "
-        f"({info['teacher']['params']:,} parameters; the small student has {small:,}), trained from scratch with "
+        f"({info['teacher']['params']:,} parameters" + (f"; the small student has {small:,}" if small else "")
+        + "), trained from scratch with "
         f"SGD (nesterov, lr {op.lr}, cosine, wd {op.weight_decay}); teacher {op.teacher_steps} steps of "
         f"{op.batch_size} labeled images, every student {op.student_steps} steps of {op.batch_size} labeled + "
         f"{op.batch_size * op.unlabeled_ratio} pseudo-labeled images (unlabeled ratio {op.unlabeled_ratio}; loss = "
