@@ -124,7 +124,7 @@ def validate_candidates(texts: Sequence[str], *, what: str = "candidates") -> li
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")   # a UTF-8 byte-order mark is dropped, not kept in line 1
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-encode it as UTF-8") from None
 

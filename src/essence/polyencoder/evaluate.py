@@ -17,7 +17,7 @@ import torch
 from essence.metrics.retrieval import RetrievalMetrics
 from essence.polyencoder.data import DialoguePair, TextBatcher
 
-__all__ = ["encode_candidates", "evaluate_sets", "score_latency", "cross_latency"]
+__all__ = ["encode_candidates", "evaluate_sets", "gold_ranks", "score_latency", "cross_latency", "median_time"]
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -46,13 +46,36 @@ def encode_candidates(model, batcher: TextBatcher, texts: Sequence[str], *, batc
     return out
 
 
-@torch.inference_mode()
 def evaluate_sets(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], sets: Sequence[Sequence[str]], *,
                   device: torch.device | str = "cpu", bf16: bool = False, batch_size: int = 32,
-                  ks: tuple[int, ...] = (1,)) -> dict[str, float]:
+                  ks: tuple[int, ...] = (1,), normalize: bool = False) -> dict[str, float]:
     """R@k/C and MRR of ``pairs[i]`` against ``sets[i]`` (gold candidate at index 0 of each set)."""
-    device = torch.device(device)
     metric = RetrievalMetrics(ks=ks)
+    ranks = gold_ranks(model, batcher, pairs, sets, device=device, bf16=bf16, batch_size=batch_size,
+                       normalize=normalize)
+    metric.num_candidates = len(sets[0])
+    metric.ranks.append(ranks)
+    return metric.compute()
+
+
+@torch.inference_mode()
+def gold_ranks(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], sets: Sequence[Sequence[str]], *,
+               device: torch.device | str = "cpu", bf16: bool = False, batch_size: int = 32,
+               normalize: bool = False) -> torch.Tensor:
+    """The gold candidate's rank (1-based, ties share) for each context: (len(pairs),) float64.
+
+    The encoders run under bf16 autocast when ``bf16``; the scores are always computed in fp32 (the models'
+    ``score`` leaves autocast). ``normalize`` (bi-encoder only) ranks by cosine instead of the dot product: the
+    zero-shot use of a sentence-transformers model whose last module is ``Normalize``.
+    """
+    if len(pairs) != len(sets) or not pairs:
+        raise ValueError(f"expected one candidate set per context, got {len(pairs)} contexts and {len(sets)} sets")
+    if len({len(cs) for cs in sets}) != 1:
+        raise ValueError("every candidate set must have the same size")
+    if normalize and model.architecture != "bi":
+        raise ValueError("normalize (cosine scoring) applies to the bi-encoder only")
+    device = torch.device(device)
+    metric = RetrievalMetrics(ks=(1,))
     was_training = model.training
     model.eval()
     try:
@@ -67,19 +90,24 @@ def evaluate_sets(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], se
                     scores = model(ids.to(device), mask.to(device), seg.to(device))
                 scores = scores.float().view(-1, C).cpu()
                 metric.update(scores, torch.zeros(scores.shape[0], dtype=torch.long))
-            return metric.compute()
+            return torch.cat(metric.ranks)
         texts = sorted({c for cs in sets for c in cs})
         where = {t: i for i, t in enumerate(texts)}
         vecs = encode_candidates(model, batcher, texts, batch_size=batch_size * 2, device=device, bf16=bf16)
+        if normalize:
+            vecs = torch.nn.functional.normalize(vecs, dim=-1)
         for s in range(0, len(pairs), batch_size):
             chunk, chunk_sets = pairs[s:s + batch_size], sets[s:s + batch_size]
             ids, mask = batcher.contexts([p.context for p in chunk])
             cand = vecs[torch.tensor([[where[c] for c in cs] for cs in chunk_sets])].to(device)  # (B, C, d)
             with _autocast(device, bf16):
                 rep, rep_mask = model.encode_context(ids.to(device), mask.to(device))
-                scores = model.score(rep.float(), rep_mask, cand)
+            rep = rep.float()
+            if normalize:
+                rep = torch.nn.functional.normalize(rep, dim=-1)
+            scores = model.score(rep, rep_mask, cand)                    # fp32
             metric.update(scores.float().cpu(), torch.zeros(len(chunk), dtype=torch.long))
-        return metric.compute()
+        return torch.cat(metric.ranks)
     finally:
         model.train(was_training)
 
@@ -101,7 +129,8 @@ def score_latency(models: dict, contexts: Sequence[Sequence[str]], n_candidates:
                   repeats: int = 5, bf16: bool = False, seed: int = 0) -> dict[str, dict]:
     """Seconds to score one context against C cached candidate vectors (context encoding included), for each
     model and each C: the minimum over ``repeats`` contexts (the ``timeit`` estimator: on a shared machine the
-    other jobs only ever add time), and the median under the key ``("median", C)``.
+    other jobs only ever add time), the median under the key ``("median", C)`` and every timing under
+    ``("times", C)`` (for confidence intervals).
 
     ``models`` maps a name to ``(model, batcher)``. The models are timed interleaved (one context each in turn),
     so that load changes on a shared machine hit all of them alike. The cache holds random vectors of the right
@@ -132,6 +161,7 @@ def score_latency(models: dict, contexts: Sequence[Sequence[str]], n_candidates:
         for name in models:
             out[name][C] = min(times[name])
             out[name][("median", C)] = statistics.median(times[name])
+            out[name][("times", C)] = list(times[name])
     return out
 
 

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from essence.polyencoder.data import TextBatcher, validate_candidates
 from essence.polyencoder.evaluate import encode_candidates
 
-__all__ = ["Ranker", "IndexMismatchError", "model_fingerprint", "read_index"]
+__all__ = ["Ranker", "IndexMismatchError", "model_fingerprint", "read_index", "chunked_topk"]
 
 _FORMAT = "essence-polyencoder-index/1"
 
@@ -35,10 +35,15 @@ class IndexMismatchError(ValueError):
     """The index was built by a different model than the one asked to use it."""
 
 
-def model_fingerprint(model, max_candidate_tokens: int) -> str:
-    """sha256 over the candidate side: encoder weights, reduction and the candidate token budget."""
+def model_fingerprint(model, max_candidate_tokens: int, tokenizer=None) -> str:
+    """sha256 over the candidate side: encoder weights, output scaling, reduction, the candidate token budget
+    and (when given) the tokenizer's vocabulary: a change to any of them changes the cached vectors."""
     h = hashlib.sha256()
-    h.update(json.dumps([model.architecture, model.reduction, max_candidate_tokens, model.dim]).encode())
+    h.update(json.dumps([model.architecture, model.reduction, max_candidate_tokens, model.dim,
+                         float(model.cand_encoder.output_scaling)]).encode())
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
     for name, t in sorted(model.cand_encoder.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -58,8 +63,21 @@ def read_index(path: str | Path) -> tuple[torch.Tensor, dict]:
         raise ValueError(f"{path} is not a polyencoder index ({err})") from None
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a polyencoder index (format {meta.get('format')!r})")
-    info = json.loads(meta["info"])
-    info["texts"] = json.loads(meta["texts"])
+    missing = [k for k in ("info", "texts") if k not in meta]
+    if missing:
+        raise ValueError(f"{path} is a damaged polyencoder index: its metadata lacks {missing}; rebuild it with "
+                         f"`essence polyencoder index`")
+    try:
+        info = json.loads(meta["info"])
+        info["texts"] = json.loads(meta["texts"])
+        for k in ("fingerprint", "count"):
+            info[k]  # noqa: B018 - presence check
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is a damaged polyencoder index (metadata: {err!r}); rebuild it with "
+                         f"`essence polyencoder index`") from None
+    if len(info["texts"]) != vectors.shape[0]:
+        raise ValueError(f"{path} is a damaged polyencoder index: {len(info['texts'])} texts for "
+                         f"{vectors.shape[0]} vectors")
     return vectors, info
 
 
@@ -76,7 +94,7 @@ class Ranker:
         self.device = torch.device(device)
         self.run = str(run) if run is not None else None
         self.batcher = TextBatcher(tokenizer, config.model.max_context_tokens, config.model.max_candidate_tokens)
-        self.fingerprint = model_fingerprint(model, config.model.max_candidate_tokens)
+        self.fingerprint = model_fingerprint(model, config.model.max_candidate_tokens, tokenizer)
         self.reranker = reranker
         self.texts: list[str] = []
         self.vectors: torch.Tensor | None = None
@@ -95,6 +113,9 @@ class Ranker:
                    rerank_run: str | Path | None = None) -> Ranker:
         """Load an index with its own model (the run recorded in it) or with ``run`` (checked to match)."""
         _, info = read_index(path)
+        if run is None and not info.get("run"):
+            raise ValueError(f"{path} records no model run (it was built from a model in memory); pass the run "
+                             f"that built it: Ranker.from_index(path, run=...) / `rank --model RUN`")
         ranker = cls.from_run(run if run is not None else info["run"], device=device, rerank_run=rerank_run)
         ranker.load_index(path)
         return ranker
@@ -137,7 +158,9 @@ class Ranker:
     @torch.inference_mode()
     def rank_batch(self, contexts: Sequence[str | Sequence[str]], k: int = 5, *, rerank_k: int = 0,
                    batch_size: int = 64) -> list[list[tuple[str, float]]]:
-        """Top ``k`` per context. ``rerank_k`` > 0 re-scores the top ``rerank_k`` with the cross-encoder."""
+        """Top ``k`` per context. ``rerank_k`` > 0 re-scores the first-stage top ``rerank_k`` with the
+        cross-encoder: with ``rerank_k >= k`` the k best of them are returned; with ``rerank_k < k`` the top
+        ``rerank_k`` are re-ordered and the remaining ``k - rerank_k`` keep their first-stage order below them."""
         if self.vectors is None:
             raise ValueError("the ranker has no candidates: build_index(...) or load_index(...) first")
         if isinstance(contexts, str):
@@ -154,14 +177,33 @@ class Ranker:
             part = ctxs[s:s + batch_size]
             ids, mask = self.batcher.contexts(part)
             rep, rep_mask = self.model.encode_context(ids.to(self.device), mask.to(self.device))
-            scores = self.model.score(rep, rep_mask, cache).float().cpu()
-            vals, idx = scores.topk(top, dim=1)
+            vals, idx = chunked_topk(self.model, rep, rep_mask, cache, top)
             for ctx, v, i in zip(part, vals.tolist(), idx.tolist()):
                 found = [(self.texts[j], s_) for j, s_ in zip(i, v)]
                 if rerank_k:
-                    found = self.reranker.rerank(ctx, [t for t, _ in found])
+                    head = self.reranker.rerank(ctx, [t for t, _ in found[:rerank_k]])
+                    found = head + found[rerank_k:]
                 out.append(found[:k])
         return out
+
+
+def chunked_topk(model, rep: torch.Tensor, rep_mask: torch.Tensor, cache: torch.Tensor, k: int, *,
+                 max_elements: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k scores and candidate indices of every context against ``cache`` (C, d), scoring C in chunks so
+    that the poly-encoder's (B, chunk, m) attention logits stay under ``max_elements`` floats (64 MB) whatever C
+    is; a running top-k is merged chunk by chunk. Same result as ``model.score(...).topk(k)``. -> (B, k) x 2."""
+    B, m = rep.shape[0], rep.shape[1]
+    chunk = max(1024, max_elements // max(1, B * m))
+    best_v = best_i = None
+    for s in range(0, cache.shape[0], chunk):
+        scores = model.score(rep, rep_mask, cache[s:s + chunk])                  # (B, chunk) fp32
+        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
+        i = i + s
+        if best_v is not None:
+            v, j = torch.cat([best_v, v], 1).topk(min(k, best_v.shape[1] + v.shape[1]), dim=1)
+            i = torch.cat([best_i, i], 1).gather(1, j)
+        best_v, best_i = v, i
+    return best_v.cpu(), best_i.cpu()
 
 
 def _check_context(context, i: int):

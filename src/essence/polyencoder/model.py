@@ -21,6 +21,7 @@ padding is always masked in the code attention; ``n_first`` pads with masked zer
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -32,7 +33,17 @@ from torch import nn
 from essence.polyencoder.config import ModelConfig
 
 __all__ = ["reduce_outputs", "dot_attention", "MultiHeadAttention", "PolyAttention", "TransformerEncoder",
-           "BiEncoder", "PolyEncoder", "CrossEncoder", "build_model", "load_hf_encoder"]
+           "BiEncoder", "PolyEncoder", "CrossEncoder", "build_model", "load_hf_encoder", "fp32", "CODES_INITS"]
+
+CODES_INITS = ("uniform", "normal")
+
+
+def fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Leave any autocast region: ``x.float()`` inside autocast does not stop the next matmul from running in
+    bf16, so the scores and the code-attention logits are computed under ``autocast(enabled=False)``."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -160,7 +171,19 @@ class TransformerEncoder(nn.Module):
         self.dim = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "dim", 0) or cfg.d_model)
         self.uses_segments = int(getattr(cfg, "type_vocab_size", 0) or 0) >= 2
 
+    @property
+    def max_positions(self) -> int:
+        """The longest input the transformer accepts (its position table), 0 when it has no limit."""
+        return int(getattr(self.transformer.config, "max_position_embeddings", 0) or 0)
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+        if self.max_positions and ids.shape[-1] > self.max_positions:
+            raise ValueError(f"inputs of {ids.shape[-1]} tokens exceed the encoder's {self.max_positions} positions; "
+                             f"lower model.max_context_tokens / model.max_candidate_tokens (a cross-encoder pair "
+                             f"needs their sum)")
+        if mask.ndim == 2 and mask.shape[0] and not bool(mask.any(1).all()):
+            raise ValueError("an input row has no tokens (its attention mask is all padding); every context and "
+                             "candidate needs at least one token")
         kwargs = {"input_ids": ids, "attention_mask": mask}
         if self.uses_segments:
             kwargs["token_type_ids"] = segments if segments is not None else torch.zeros_like(ids)
@@ -200,20 +223,27 @@ class BiEncoder(nn.Module):
         return y[:, None], torch.ones(y.shape[0], 1, dtype=torch.bool, device=y.device)
 
     def score(self, ctxt_rep: torch.Tensor, ctxt_mask: torch.Tensor, cand_rep: torch.Tensor) -> torch.Tensor:
-        """(B, 1, d) x (C, d) or (B, C, d) -> (B, C) dot products."""
-        y = ctxt_rep[:, 0]
-        if cand_rep.ndim == 2:
-            return y @ cand_rep.T
-        return (cand_rep @ y[:, :, None]).squeeze(-1)
+        """(B, 1, d) x (C, d) or (B, C, d) -> (B, C) dot products, in fp32 (outside any autocast)."""
+        with fp32(ctxt_rep.device):
+            y = ctxt_rep[:, 0].float()
+            cand_rep = cand_rep.float()
+            if cand_rep.ndim == 2:
+                return y @ cand_rep.T
+            return (cand_rep @ y[:, :, None]).squeeze(-1)
 
 
 class PolyEncoder(BiEncoder):
     """Poly-encoder (card §2.4): m global context features, attended to by each candidate.
 
     Args:
-        poly_type: ``codes`` (m learned codes, initialised U[0, 1) as in ParlAI) or ``n_first`` (the first m
-            outputs, zero-padded and masked when the context is shorter than m).
+        poly_type: ``codes`` (m learned codes) or ``n_first`` (the first m outputs, zero-padded and masked when
+            the context is shorter than m).
         m: number of context vectors.
+        codes_init: ``uniform`` (U[0, 1), ParlAI: every code shares a 0.5 * 1 component, so at the start all
+            codes attend alike) or ``normal`` (N(0, codes_init_std^2): with a small std every code attention starts
+            near-uniform, so each y^i starts at the masked mean of the outputs and a poly-encoder with ``mean``
+            candidate reduction starts at the mean-pooling bi-encoder, i.e. at the pretrained encoder's own
+            pooling; the small random part breaks the symmetry between codes).
         codes_attention / poly_attention: ``basic`` | ``sqrt`` | ``multihead`` for the code attention and the
             candidate-conditioned final attention.
     """
@@ -222,8 +252,11 @@ class PolyEncoder(BiEncoder):
 
     def __init__(self, ctxt_encoder: TransformerEncoder, cand_encoder: TransformerEncoder | None = None, *,
                  reduction: str = "first", poly_type: str = "codes", m: int = 64, codes_attention: str = "basic",
-                 codes_attention_heads: int = 4, poly_attention: str = "basic", poly_attention_heads: int = 4):
+                 codes_attention_heads: int = 4, poly_attention: str = "basic", poly_attention_heads: int = 4,
+                 codes_init: str = "uniform", codes_init_std: float = 0.02):
         super().__init__(ctxt_encoder, cand_encoder, reduction=reduction)
+        if codes_init not in CODES_INITS:
+            raise ValueError(f"codes_init must be uniform or normal, got {codes_init!r}")
         if poly_type not in ("codes", "n_first"):
             raise ValueError(f"poly_type must be codes or n_first, got {poly_type!r}")
         if m < 1:
@@ -232,7 +265,10 @@ class PolyEncoder(BiEncoder):
         d = self.dim
         if poly_type == "codes":
             self.codes = nn.Parameter(torch.empty(m, d))                 # c_1..c_m
-            nn.init.uniform_(self.codes)
+            if codes_init == "uniform":
+                nn.init.uniform_(self.codes)
+            else:
+                nn.init.normal_(self.codes, 0.0, codes_init_std)
             self.code_attention = PolyAttention(codes_attention, d, codes_attention_heads)
         self.attention = PolyAttention(poly_attention, d, poly_attention_heads)
 
@@ -241,8 +277,10 @@ class PolyEncoder(BiEncoder):
         h = self.ctxt_encoder(ids, mask)                                 # (B, N, d)
         B, N, d = h.shape
         if self.poly_type == "codes":
-            codes = self.codes.to(h.dtype).unsqueeze(0).expand(B, self.m, d)
-            rep = self.code_attention(codes, h, h, mask)                 # (B, m, d)
+            with fp32(h.device):  # the code-attention logits c_i . h_j in fp32 (they saturate in bf16)
+                h = h.float()
+                codes = self.codes.float().unsqueeze(0).expand(B, self.m, d)
+                rep = self.code_attention(codes, h, h, mask)             # (B, m, d)
             return rep, torch.ones(B, self.m, dtype=torch.bool, device=h.device)
         if N >= self.m:
             return h[:, : self.m], mask[:, : self.m].bool()
@@ -251,7 +289,11 @@ class PolyEncoder(BiEncoder):
                 torch.cat([mask.bool(), mask.new_zeros(B, pad, dtype=torch.bool)], 1))
 
     def score(self, ctxt_rep: torch.Tensor, ctxt_mask: torch.Tensor, cand_rep: torch.Tensor) -> torch.Tensor:
-        """s_i = (sum_k w_k y^k_ctxt) . y_cand_i with w = softmax_k(y_cand_i . y^k_ctxt): (B, C)."""
+        """s_i = (sum_k w_k y^k_ctxt) . y_cand_i with w = softmax_k(y_cand_i . y^k_ctxt): (B, C), in fp32."""
+        with fp32(ctxt_rep.device):
+            return self._score(ctxt_rep.float(), ctxt_mask, cand_rep.float())
+
+    def _score(self, ctxt_rep: torch.Tensor, ctxt_mask: torch.Tensor, cand_rep: torch.Tensor) -> torch.Tensor:
         shared = cand_rep.ndim == 2
         if self.attention.kind == "multihead":
             cand = cand_rep.unsqueeze(0).expand(ctxt_rep.shape[0], -1, -1) if shared else cand_rep
@@ -263,8 +305,8 @@ class PolyEncoder(BiEncoder):
                 else torch.einsum("bcd,bmd->bcm", cand_rep, ctxt_rep))   # (B, C, m)
         logits = dots / math.sqrt(ctxt_rep.shape[-1]) if self.attention.kind == "sqrt" else dots
         logits = logits.masked_fill(~ctxt_mask.bool()[:, None, :], float("-inf"))
-        w = torch.softmax(logits.float(), dim=-1)
-        return (w * dots.float()).sum(-1).to(dots.dtype)
+        w = torch.softmax(logits, dim=-1)
+        return (w * dots).sum(-1)
 
 
 class CrossEncoder(nn.Module):
@@ -290,6 +332,12 @@ def build_model(cfg: ModelConfig, *, pretrained: bool | None = None):
     pretrained = cfg.pretrained if pretrained is None else pretrained
     hf, tokenizer = load_hf_encoder(cfg.encoder, pretrained=pretrained, num_layers=cfg.num_layers)
     enc = TransformerEncoder(hf, cfg.output_scaling)
+    longest = (cfg.max_context_tokens + cfg.max_candidate_tokens if cfg.architecture == "cross"
+               else max(cfg.max_context_tokens, cfg.max_candidate_tokens))
+    if enc.max_positions and longest > enc.max_positions:
+        what = ("model.max_context_tokens + model.max_candidate_tokens (one cross-encoder pair)"
+                if cfg.architecture == "cross" else "model.max_context_tokens / model.max_candidate_tokens")
+        raise ValueError(f"{what} = {longest} exceeds the encoder's {enc.max_positions} positions")
     if cfg.architecture == "cross":
         return CrossEncoder(enc, reduction=cfg.reduction), tokenizer
     cand = None
@@ -300,4 +348,5 @@ def build_model(cfg: ModelConfig, *, pretrained: bool | None = None):
         return BiEncoder(enc, cand, reduction=cfg.reduction), tokenizer
     return PolyEncoder(enc, cand, reduction=cfg.reduction, poly_type=cfg.poly_type, m=cfg.poly_m,
                        codes_attention=cfg.codes_attention, codes_attention_heads=cfg.codes_attention_heads,
-                       poly_attention=cfg.poly_attention, poly_attention_heads=cfg.poly_attention_heads), tokenizer
+                       poly_attention=cfg.poly_attention, poly_attention_heads=cfg.poly_attention_heads,
+                       codes_init=cfg.codes_init, codes_init_std=cfg.codes_init_std), tokenizer

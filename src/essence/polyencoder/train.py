@@ -5,9 +5,14 @@
   ``all_gather_with_grad`` (``train.gather_negatives``), giving W * B - 1 negatives per context; gradients are
   then averaged by :func:`average_gradients` (one flat all-reduce) instead of DDP, see ``train()``.
 - cross: each context with its gold label and ``train.cross_negatives`` labels sampled from the training set.
-- Optimiser: Adamax (paper, Reddit init; Adam/AdamW with weight decay for BERT init), linear warm-up, then the
-  learning rate is multiplied by ``optim.decay`` (0.4) whenever the validation R@1 does not improve for
-  ``optim.patience`` evaluations (``train.eval_every`` > 0).
+- Optimiser: Adamax (paper, Reddit init; Adam/AdamW with weight decay for BERT init) over two parameter groups:
+  the pretrained transformer(s) at ``optim.lr`` and the new parameters (poly codes, attention maps, the
+  cross-encoder's W) at ``optim.head_lr``; linear warm-up, then ``optim.schedule`` (constant, linear or cosine
+  decay), and the learning rate is multiplied by ``optim.decay`` (0.4) whenever the validation R@1 does not
+  improve for ``optim.patience`` evaluations.
+- Validation (``train.eval_every`` > 0): R@1/20 on the validation split at step 0 (the pretrained weights) and
+  every ``eval_every`` steps; with ``train.keep_best`` the run ends on the best validated weights, which may be
+  step 0's (``checkpoints/best.safetensors``, what :func:`load_run` loads).
 - Checkpoints (``checkpoints/step-N.safetensors``) hold model, optimiser, scheduler, RNG and plateau state;
   ``resume=True`` continues from the latest one exactly (the batch order is derived from the step).
 
@@ -37,7 +42,8 @@ from essence.polyencoder.evaluate import evaluate_sets
 from essence.polyencoder.loss import in_batch_loss, inline_loss
 from essence.polyencoder.model import build_model
 
-__all__ = ["train", "TrainResult", "load_run", "save_encoder_files", "average_gradients"]
+__all__ = ["train", "TrainResult", "load_run", "save_encoder_files", "average_gradients", "param_groups",
+           "sample_negatives"]
 
 
 @dataclass
@@ -47,6 +53,8 @@ class TrainResult:
     config: PolyEncoderConfig
     step: int
     history: list[dict]
+    best_step: int = -1        # with validation: the step whose weights the model holds (0: the pretrained ones)
+    best_valid: float = -1.0   # its validation R@1/20
 
 
 def save_encoder_files(model, tokenizer, folder: Path) -> None:
@@ -63,7 +71,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu"):
     if not path.exists():
         raise FileNotFoundError(f"model run not found: {path} (a run directory from `essence polyencoder train`)")
     run_dir = path if path.is_dir() else path.parent.parent
-    ckpt_path = latest_checkpoint(path / "checkpoints") if path.is_dir() else path
+    ckpt_path = path
+    if path.is_dir():  # the best validated weights when the run kept them, else the last checkpoint
+        best = path / "checkpoints" / "best.safetensors"
+        ckpt_path = best if best.exists() else latest_checkpoint(path / "checkpoints")
     if ckpt_path is None:
         raise FileNotFoundError(f"{path}: no checkpoint found (expected checkpoints/step-N.safetensors); "
                                 f"train one with `essence polyencoder train`")
@@ -100,11 +111,26 @@ def _freeze_word_embeddings(model) -> None:
                 emb.weight.requires_grad_(False)
 
 
+ENCODER_PREFIXES = ("ctxt_encoder.", "cand_encoder.", "encoder.")
+
+
+def param_groups(model, cfg: PolyEncoderConfig) -> list[dict]:
+    """Two groups: the pretrained transformer(s) at ``optim.lr``, and the parameters that are new at fine-tuning
+    (poly codes, attention maps, the cross-encoder's W) at ``optim.head_lr`` (0: ``optim.lr``)."""
+    encoder, heads = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (encoder if name.startswith(ENCODER_PREFIXES) else heads).append(p)
+    groups = [{"params": encoder, "lr": cfg.optim.lr, "name": "encoder"}]
+    if heads:
+        groups.append({"params": heads, "lr": cfg.optim.head_lr or cfg.optim.lr, "name": "heads"})
+    return groups
+
+
 def _optimizer(model, cfg: PolyEncoderConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     cls = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
-    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+    return cls(param_groups(model, cfg), lr=o.lr, weight_decay=o.weight_decay)
 
 
 def _batch_indices(step: int, n: int, batch: int, seed: int) -> list[int]:
@@ -132,15 +158,26 @@ def _bi_poly_loss(model, batcher: TextBatcher, batch: Sequence[DialoguePair], de
     return in_batch_loss(scores, offset)
 
 
+def sample_negatives(gold: str, pool: Sequence[str], k: int, rng: random.Random) -> list[str]:
+    """``k`` responses of ``pool`` different from ``gold`` (drawn with replacement, as ParlAI's inline
+    candidates). Raises ``ValueError`` when the pool holds no response other than ``gold`` (it would loop
+    forever)."""
+    if all(r == gold for r in pool):
+        raise ValueError(f"cannot sample cross-encoder negatives: the training pool holds no response other than "
+                         f"{gold[:60]!r}; give the training set at least two distinct responses")
+    negs: list[str] = []
+    while len(negs) < k:
+        r = pool[rng.randrange(len(pool))]
+        if r != gold:
+            negs.append(r)
+    return negs
+
+
 def _cross_loss(model, batcher: TextBatcher, batch: Sequence[DialoguePair], pool: Sequence[str], k: int,
                 rng: random.Random, device):
     ctxs, cands = [], []
     for p in batch:
-        negs: list[str] = []
-        while len(negs) < k:
-            r = pool[rng.randrange(len(pool))]
-            if r != p.response:
-                negs.append(r)
+        negs = sample_negatives(p.response, pool, k, rng)
         ctxs += [p.context] * (k + 1)
         cands += [p.response, *negs]
     ids, mask, seg = batcher.pairs(ctxs, cands)
@@ -186,29 +223,35 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
         wrapped = torch.nn.parallel.DistributedDataParallel(
             wrapped, device_ids=[device.index] if device.type == "cuda" else None)
     opt = _optimizer(model, cfg)
-    sched = build_scheduler(opt, "constant", cfg.train.steps, warmup_steps=cfg.optim.warmup_steps)
+    sched = build_scheduler(opt, cfg.optim.schedule, cfg.train.steps, warmup_steps=cfg.optim.warmup_steps)
     prec = Precision(cfg.train.precision, device)
     run.record_precision(prec)
-    state = {"best": -1.0, "bad_evals": 0, "decays": 0}
+    state = {"best": -1.0, "best_step": -1, "bad_evals": 0, "decays": 0}
     start = 0
     run.save_config(cfg)
     if dist.is_main():
         save_encoder_files(model, tokenizer, run.dir / "encoder")
+    best_path = run.checkpoints_dir / "best.safetensors"
+    best_weights: dict[str, torch.Tensor] | None = None
     if resume:
         found = latest_checkpoint(run.checkpoints_dir)
         if found is not None:
             ck = load_checkpoint(found, modules={"model": model}, optimizers={"opt": opt},
                                  schedulers={"sched": sched}, scalers={"scaler": prec.scaler},
                                  map_location=device)
-            start, state = ck.step, dict(ck.state)
+            start, state = ck.step, {**state, **dict(ck.state)}
             console.print(f"resumed from {found} (step {start})")
+            if best_path.exists():
+                best_weights = read_checkpoint(best_path).module_state("model")
     B = cfg.train.cross_batch_size if cross else cfg.train.batch_size
     W, rank = dist.get_world_size(), dist.get_rank()
     pool = sorted({p.response for p in train_pairs})
     history: list[dict] = []
     valid = None
     if cfg.train.eval_every and valid_pairs:
-        valid = candidate_sets(valid_pairs, 20, max_contexts=min(200, cfg.data.max_eval_contexts), seed=cfg.data.seed)
+        n_valid = cfg.train.cross_valid_contexts if cross else cfg.train.valid_contexts
+        valid = candidate_sets(valid_pairs, 20, max_contexts=n_valid, seed=cfg.data.seed + 1,
+                               pool_size=max(4 * n_valid, 100))
 
     def save(step: int) -> None:
         if dist.is_main():
@@ -216,6 +259,30 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
                             optimizers={"opt": opt}, schedulers={"sched": sched}, scalers={"scaler": prec.scaler},
                             step=step, config=cfg, state=state)
 
+    def validate(step: int) -> float:
+        """R@1/20 on the validation split; a new best is kept (in memory and as checkpoints/best)."""
+        nonlocal best_weights
+        res = evaluate_sets(model, batcher, valid[0], valid[1], device=device, bf16=prec.mode == "bf16")
+        r1 = res["R@1/20"]
+        if r1 > state["best"]:
+            state.update(best=r1, best_step=step, bad_evals=0)
+            if cfg.train.keep_best:
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if dist.is_main():
+                    save_checkpoint(best_path, modules={"model": model}, step=step, config=cfg,
+                                    state={"valid_R@1/20": r1})
+        else:
+            state["bad_evals"] += 1
+            if state["bad_evals"] > cfg.optim.patience:  # plateau: lr x decay (paper: 0.4)
+                sched.base_lrs = [lr * cfg.optim.decay for lr in sched.base_lrs]
+                state.update(bad_evals=0, decays=state["decays"] + 1)
+        return r1
+
+    if valid is not None and start == 0:
+        # step 0 is a candidate: fine-tuning must beat the pretrained weights on validation to be kept
+        r1 = validate(0)
+        run.log(0, **{f"{desc}/valid_R@1/20": r1})
+        history.append({"step": 0, "valid_R@1/20": r1})
     with GracefulInterrupt() as stop, ProgressBar(total=cfg.train.steps - start, desc=desc, unit="step") as bar:
         for step in range(start, cfg.train.steps):
             idx = _batch_indices(step, len(train_pairs), B * W, cfg.train.seed)[rank * B:(rank + 1) * B]
@@ -234,16 +301,8 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
             sched.step()
             record = {"loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]}
             if valid is not None and should_run(step, cfg.train.eval_every, cfg.train.steps):
-                res = evaluate_sets(model, batcher, valid[0], valid[1], device=device, bf16=prec.mode == "bf16")
-                r1 = res["R@1/20"]
-                record["valid_R@1/20"] = r1
-                if r1 > state["best"]:
-                    state.update(best=r1, bad_evals=0)
-                else:
-                    state["bad_evals"] += 1
-                    if state["bad_evals"] > cfg.optim.patience:  # plateau: lr x decay (paper: 0.4)
-                        sched.base_lrs = [lr * cfg.optim.decay for lr in sched.base_lrs]
-                        state.update(bad_evals=0, decays=state["decays"] + 1)
+                record["valid_R@1/20"] = validate(step + 1)
+                model.train()
             if should_run(step, cfg.train.log_every, cfg.train.steps) or "valid_R@1/20" in record:
                 run.log(step + 1, **{f"{desc}/{k}": v for k, v in record.items()})
             history.append({"step": step + 1, **record})
@@ -254,9 +313,13 @@ def train(cfg: PolyEncoderConfig, run: Run, *, device: str | torch.device = "aut
             if stop.requested:
                 break
     model.eval()
+    last = history[-1]["step"] if history else start
+    if cfg.train.keep_best and best_weights is not None and state["best_step"] != last:
+        model.load_state_dict(best_weights)   # the best validated weights (possibly the pretrained ones)
+        console.print(f"{desc}: kept the weights of step {state['best_step']} (valid R@1/20 {state['best']:.3f})")
     if dist.is_main():
-        (run.dir / "train_state.json").write_text(json.dumps({"step": step + 1 if history else start, **state}))
-    return TrainResult(model, tokenizer, cfg, history[-1]["step"] if history else start, history)
+        (run.dir / "train_state.json").write_text(json.dumps({"step": last, **state}))
+    return TrainResult(model, tokenizer, cfg, last, history, state.get("best_step", -1), state.get("best", -1.0))
 
 
 def model_config_for(cfg: PolyEncoderConfig, **changes) -> PolyEncoderConfig:

