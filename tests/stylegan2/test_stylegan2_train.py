@@ -131,3 +131,46 @@ def test_cli_train_generate_and_bad_input(tmp_path, capsys):
                     step=1, config=PRESETS.build("tiny"))
     assert main(["generate", str(tmp_path / "other"), "-o", str(tmp_path / "z"), "--device", "cpu"]) == 2
     assert "no EMA generator" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_projection_recovers_a_generated_image_and_refuses_bad_targets():
+    from essence.stylegan2.model import Generator
+    from essence.stylegan2.project import attribution_auc, noise_regularizer, project
+
+    cfg = PRESETS.build("tiny")
+    torch.manual_seed(0)
+    G = Generator(cfg.model).eval()
+    with torch.no_grad():
+        for mod in G.modules():                 # give the noise inputs a visible strength
+            if hasattr(mod, "noise_strength"):
+                mod.noise_strength.fill_(0.1)
+        target = G(torch.randn(2, cfg.model.z_dim), noise_mode="const")
+    def mse(a, b):
+        return (a - b).square().mean(dim=(1, 2, 3))
+    before = mse(G.synthesis(G.mapping.w_avg[None, None].repeat(2, G.num_ws, 1), noise_mode="const"), target)
+    res = project(G, target, mse, steps=40, w_samples=200, record_every=10)
+    assert res["w"].shape == (2, cfg.model.w_dim) and len(res["progress"]) == 5
+    assert (res["distance"] < 0.5 * before.detach().numpy()).all()
+    assert G.synthesis.blocks[0].conv1.noise_const.ndim == 2          # the network's own noise is restored
+    with pytest.raises(ValueError, match="projection targets"):
+        project(G, torch.zeros(1, 3, 32, 32), mse, steps=1)
+    # white noise has ~0 autocorrelation; a constant map has the maximum (1 per shift and level)
+    white = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert float(noise_regularizer([white])) < 0.01
+    assert float(noise_regularizer([torch.ones(1, 8, 8)])) == pytest.approx(2.0)
+    assert attribution_auc(np.array([3.0, 4.0, 5.0]), np.array([0.1, 0.2, 0.3])) == 1.0
+
+
+def test_projection_helpers_and_bad_targets():
+    from essence.stylegan2.model import Generator
+    from essence.stylegan2.project import attribution_auc, noise_regularizer, project
+
+    G = Generator(PRESETS.build("tiny").model).eval()
+    with pytest.raises(ValueError, match="projection targets"):
+        project(G, torch.zeros(1, 3, 32, 32), lambda a, b: (a - b).square().mean(), steps=1)
+    white = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert float(noise_regularizer([white])) < 0.01
+    assert float(noise_regularizer([torch.ones(1, 8, 8)])) == pytest.approx(2.0)
+    assert attribution_auc(np.array([3.0, 4.0, 5.0]), np.array([0.1, 0.2, 0.3])) == 1.0
+    assert attribution_auc(np.array([0.1, 0.2]), np.array([3.0, 4.0])) == 0.0

@@ -1,4 +1,4 @@
-"""``essence stylegan2 train | generate | evaluate | reproduce``.
+"""``essence stylegan2 train | generate | evaluate | project | detect | reproduce``.
 
     essence stylegan2 train --preset quick                          # Fashion-MNIST 32 x 32
     essence stylegan2 train --preset quick --set data.source=folder --set data.path=emoji/ \\
@@ -8,6 +8,8 @@
     essence stylegan2 generate runs/stylegan2/<run> --seeds 0-99 --trunc 0.7 -o samples/      # PNGs + grid
     essence stylegan2 generate runs/stylegan2/<run> --seeds 0-999 -o samples.npz              # uint8 NHWC
     essence stylegan2 evaluate runs/stylegan2/<run>                 # FID / P / R / PPL / Jacobian CV
+    essence stylegan2 project runs/stylegan2/<run> image.png -o proj/   # w + noise maps, progress grid
+    essence stylegan2 detect runs/stylegan2/<run> real.npz --n 100    # attribution AUC (real vs generated)
     essence stylegan2 reproduce --preset standard                   # the paper's claims, with a report
 """
 
@@ -145,6 +147,90 @@ def _generate(args) -> int:
     return 0
 
 
+def _load_targets(path: str, G):
+    """Images for projection: a PNG/JPEG file, a folder of them, or a .npy/.npz array -> [-1, 1] floats."""
+    from essence.stylegan2.data import IMAGE_SUFFIXES, load_folder, load_numpy, to_signed
+
+    p = Path(path)
+    if p.is_dir():
+        x = load_folder(p, G.img_channels)
+    elif p.suffix in (".npy", ".npz"):
+        x = load_numpy(p, G.img_channels)
+    elif p.suffix.lower() in IMAGE_SUFFIXES:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        if not p.exists():
+            raise FileNotFoundError(f"image not found: {p}")
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("L" if G.img_channels == 1 else "RGB"))
+        x = torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1)[None].contiguous()
+    else:
+        raise ValueError(f"expected an image file, a folder of images or a .npy/.npz file, got {p}")
+    if x.shape[1:] != (G.img_channels, G.resolution, G.resolution):
+        raise ValueError(f"{p}: images are {tuple(x.shape[1:])} (C, H, W) but the generator makes "
+                         f"({G.img_channels}, {G.resolution}, {G.resolution})")
+    return to_signed(x)
+
+
+def _distance(cfg, dev):
+    from essence.stylegan2.evaluate import classifier_features_net
+    from essence.stylegan2.project import feature_distance
+
+    if cfg.model.img_channels == 1 and cfg.model.resolution == 32:
+        net, _ = classifier_features_net(cfg.eval.classifier_epochs, dev)
+        return feature_distance(net)
+    return lambda a, b: (a - b).square().mean(dim=(1, 2, 3))   # no feature network for this data: pixel MSE
+
+
+def _project(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from essence.core.progress import console
+    from essence.core.runtime import resolve_device
+    from essence.stylegan2.evaluate import load_generator
+    from essence.stylegan2.project import project
+    from essence.stylegan2.reproduce import _grid
+
+    dev = resolve_device(args.device)
+    G, cfg, _ = load_generator(args.run, dev)
+    targets = _load_targets(args.image, G)
+    res = project(G, targets, _distance(cfg, dev), steps=args.steps, record_every=max(1, args.steps // 8))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "projected_w.npz", w=res["w"].numpy(), distance=res["distance"])
+    rows = [targets.cpu(), *res["progress"], res["images"]]
+    import torch
+
+    grid = _grid(torch.stack(rows, 1), 0)        # one row per target: target, progress..., final
+    Image.fromarray(((grid + 1) * 127.5).clip(0, 255).astype(np.uint8)).save(out / "progress.png")
+    console.print(f"projected {targets.shape[0]} image(s): distance {np.round(res['distance'], 4).tolist()} -> {out}/")
+    return 0
+
+
+def _detect(args) -> int:
+    import numpy as np
+
+    from essence.core.runtime import resolve_device
+    from essence.stylegan2.evaluate import generate_images, load_generator
+    from essence.stylegan2.project import attribution_auc, project
+
+    dev = resolve_device(args.device)
+    G, cfg, _ = load_generator(args.run, dev)
+    real = _load_targets(args.images, G)[:args.n]
+    fake = generate_images(G, real.shape[0], seed=args.seed, device=dev)
+    dist = _distance(cfg, dev)
+    d_real = project(G, real, dist, steps=args.steps)["distance"]
+    d_fake = project(G, fake, dist, steps=args.steps)["distance"]
+    auc = attribution_auc(d_real, d_fake)
+    print(json.dumps({"auc": auc, "n_real": int(real.shape[0]), "n_generated": int(fake.shape[0]),
+                      "distance_real_median": float(np.median(d_real)),
+                      "distance_generated_median": float(np.median(d_fake))}, indent=2))
+    return 0
+
+
 def _evaluate(args) -> int:
     from essence.stylegan2.evaluate import evaluate_checkpoint
 
@@ -183,8 +269,22 @@ def main(argv: list[str]) -> int:
                    help="also FID with the offline Inception-v3 on N images (slow on a CPU)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override eval. keys, e.g. --set eval.ppl_samples=500")
+    p = sub.add_parser("project", help="project image(s) into W + noise maps (saves w and a progress grid)")
+    p.add_argument("run", help="run directory or checkpoint")
+    p.add_argument("image", help="a PNG/JPEG, a folder of images or a .npy/.npz array")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--device", default="auto", type=device_arg)
+    p = sub.add_parser("detect", help="attribution: projection distance of real vs generated images (AUC)")
+    p.add_argument("run", help="run directory or checkpoint")
+    p.add_argument("images", help="real images: a folder or a .npy/.npz array")
+    p.add_argument("--n", type=int, default=100, help="real images used (and as many generated)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", type=device_arg)
     p = sub.add_parser("reproduce", help="check the paper's claims at small scale and write a report")
     add_run_args(p)
     args = parser.parse_args(argv)
-    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate, "reproduce": _reproduce}[args.command]
+    fn = {"train": _train, "generate": _generate, "evaluate": _evaluate, "project": _project, "detect": _detect,
+          "reproduce": _reproduce}[args.command]
     return run_cli(lambda: fn(args))

@@ -158,8 +158,9 @@ class SynthesisLayer(nn.Module):
         if noise_mode == "random":
             return torch.randn(N, 1, self.resolution, self.resolution, device=device, dtype=dtype) * \
                 self.noise_strength.to(dtype)
-        if noise_mode == "const":
-            return (self.noise_const * self.noise_strength).to(dtype)[None, None]
+        if noise_mode == "const":   # (R, R) shared by the batch, or (N, R, R) per sample (the projector's maps)
+            noise = (self.noise_const * self.noise_strength).to(dtype)
+            return noise[:, None] if noise.ndim == 3 else noise[None, None]
         return None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
