@@ -205,3 +205,77 @@ def test_chunked_topk_equals_one_big_score(enc, arch):
         v, i = chunked_topk(model, rep, rep_mask, cache, 7, max_elements=3 * 3 * 1024)   # chunks of 1024
     torch.testing.assert_close(v, ref_v)
     assert torch.equal(i, ref_i)
+
+
+@pytest.fixture(scope="module")
+def runs(enc, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    data = (_pairs(20), [], _pairs(5, 1))
+    train(_cfg(enc, "poly", train=TrainConfig(steps=1, batch_size=6, precision="fp32")), Run(root / "poly"),
+          device="cpu", data=data)
+    train(_cfg(enc, "cross", train=TrainConfig(steps=1, cross_batch_size=2, cross_negatives=3, precision="fp32")),
+          Run(root / "cross"), device="cpu", data=data)
+    return root
+
+
+def test_index_stores_texts_beside_the_vectors(runs, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from essence.polyencoder.index import Ranker, read_index
+
+    ranker = Ranker.from_run(runs / "poly")
+    texts = ["hi", "héllo — there ✓", "who is there", "a\ttab"]
+    ranker.build_index(texts)
+    path = ranker.save_index(tmp_path / "i.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert "texts" not in (f.metadata() or {}) and {"texts_utf8", "texts_offsets"} <= set(f.keys())
+    vectors, info = read_index(path)
+    assert info["texts"] == texts and vectors.shape[0] == 4
+    # an index of the first format (texts in the JSON header) still loads
+    meta = {"format": "essence-polyencoder-index/1", "info": json.dumps({"fingerprint": "x", "count": 4}),
+            "texts": json.dumps(texts)}
+    save_file({"candidates": vectors}, str(tmp_path / "v1.safetensors"), metadata=meta)
+    assert read_index(tmp_path / "v1.safetensors")[1]["texts"] == texts
+    # damaged metadata: a clear ValueError, not a KeyError
+    save_file({"candidates": vectors}, str(tmp_path / "bad.safetensors"),
+              metadata={"format": "essence-polyencoder-index/1", "info": "{}", "texts": json.dumps(texts)})
+    with pytest.raises(ValueError, match="damaged"):
+        read_index(tmp_path / "bad.safetensors")
+    save_file({"candidates": vectors}, str(tmp_path / "short.safetensors"),
+              metadata={**meta, "texts": json.dumps(texts[:3])})
+    with pytest.raises(ValueError, match="3 texts for 4 vectors"):
+        read_index(tmp_path / "short.safetensors")
+    # an index that records no run: from_index asks for one instead of a TypeError
+    ranker.run = None
+    ranker.save_index(tmp_path / "norun.safetensors")
+    with pytest.raises(ValueError, match="records no model run"):
+        Ranker.from_index(tmp_path / "norun.safetensors")
+    assert Ranker.from_index(tmp_path / "norun.safetensors", run=runs / "poly").texts == texts
+
+
+def test_fingerprint_covers_tokenizer_and_output_scaling(runs):
+    from essence.polyencoder.index import model_fingerprint
+    from essence.polyencoder.train import load_run
+
+    model, tok, cfg, _ = load_run(runs / "poly")
+    base = model_fingerprint(model, 12, tok)
+    model.cand_encoder.output_scaling = 0.06
+    assert model_fingerprint(model, 12, tok) != base
+    model.cand_encoder.output_scaling = 1.0
+    assert model_fingerprint(model, 12, tok) == base
+    tok.add_tokens(["zzzqqq"])
+    assert model_fingerprint(model, 12, tok) != base
+
+
+def test_rerank_k_below_k_reorders_only_the_head(runs):
+    from essence.polyencoder.index import Ranker
+
+    ranker = Ranker.from_run(runs / "poly", rerank_run=runs / "cross")
+    ranker.build_index([p.response for p in _pairs(12, 4)])
+    first = ranker.rank("who is there", k=6)
+    got = ranker.rank("who is there", k=6, rerank_k=2)
+    assert {t for t, _ in got[:2]} == {t for t, _ in first[:2]}       # the head re-ordered by the cross-encoder
+    assert got[2:] == first[2:]                                        # the rest keep their first-stage order

@@ -28,7 +28,8 @@ from essence.polyencoder.evaluate import encode_candidates
 
 __all__ = ["Ranker", "IndexMismatchError", "model_fingerprint", "read_index", "chunked_topk"]
 
-_FORMAT = "essence-polyencoder-index/1"
+_FORMAT = "essence-polyencoder-index/2"      # texts as UTF-8 bytes + offsets tensors
+_FORMAT_V1 = "essence-polyencoder-index/1"   # texts as JSON in the header (read only)
 
 
 class IndexMismatchError(ValueError):
@@ -59,26 +60,44 @@ def read_index(path: str | Path) -> tuple[torch.Tensor, dict]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             vectors = f.get_tensor("candidates")
+            keys = set(f.keys())
+            blob = (f.get_tensor("texts_utf8"), f.get_tensor("texts_offsets")) if "texts_utf8" in keys else None
     except (SafetensorError, OSError, KeyError) as err:
         raise ValueError(f"{path} is not a polyencoder index ({err})") from None
-    if meta.get("format") != _FORMAT:
+    if meta.get("format") not in (_FORMAT, _FORMAT_V1):
         raise ValueError(f"{path} is not a polyencoder index (format {meta.get('format')!r})")
-    missing = [k for k in ("info", "texts") if k not in meta]
+    missing = [k for k in ("info",) if k not in meta] + (["texts"] if blob is None and "texts" not in meta else [])
     if missing:
         raise ValueError(f"{path} is a damaged polyencoder index: its metadata lacks {missing}; rebuild it with "
                          f"`essence polyencoder index`")
     try:
         info = json.loads(meta["info"])
-        info["texts"] = json.loads(meta["texts"])
+        info["texts"] = _decode_texts(*blob) if blob is not None else json.loads(meta["texts"])
         for k in ("fingerprint", "count"):
             info[k]  # noqa: B018 - presence check
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RuntimeError) as err:
         raise ValueError(f"{path} is a damaged polyencoder index (metadata: {err!r}); rebuild it with "
                          f"`essence polyencoder index`") from None
     if len(info["texts"]) != vectors.shape[0]:
         raise ValueError(f"{path} is a damaged polyencoder index: {len(info['texts'])} texts for "
                          f"{vectors.shape[0]} vectors")
     return vectors, info
+
+
+def _encode_texts(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidate texts as one uint8 tensor of UTF-8 bytes and (C + 1) int64 offsets: stored beside the
+    vectors, not in the safetensors JSON header (limited to 100 MB, ~1M short texts)."""
+    data = [t.encode("utf-8") for t in texts]
+    offsets = torch.zeros(len(data) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor([len(d) for d in data], dtype=torch.int64).cumsum(0)
+    blob = torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8) if offsets[-1] else \
+        torch.zeros(0, dtype=torch.uint8)
+    return blob, offsets
+
+
+def _decode_texts(blob: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    raw, off = blob.numpy().tobytes(), offsets.tolist()
+    return [raw[a:b].decode("utf-8") for a, b in zip(off[:-1], off[1:])]
 
 
 class Ranker:
@@ -137,8 +156,9 @@ class Ranker:
         info = {"fingerprint": self.fingerprint, "run": self.run, "architecture": self.model.architecture,
                 "dim": self.model.dim, "count": len(self.texts),
                 "max_candidate_tokens": self.config.model.max_candidate_tokens}
-        save_file({"candidates": self.vectors.contiguous()}, str(path),
-                  metadata={"format": _FORMAT, "info": json.dumps(info), "texts": json.dumps(self.texts)})
+        blob, offsets = _encode_texts(self.texts)
+        save_file({"candidates": self.vectors.contiguous(), "texts_utf8": blob, "texts_offsets": offsets},
+                  str(path), metadata={"format": _FORMAT, "info": json.dumps(info)})
         return path
 
     def load_index(self, path: str | Path) -> None:
