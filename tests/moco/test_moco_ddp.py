@@ -35,30 +35,63 @@ def _worker(rank: int) -> dict:
             "k_params": [p.detach().clone() for p in model.encoder_k.parameters()]}
 
 
-def test_ddp_shuffle_bn_equals_single_process_split_bn():
-    results = dist.launch_local(_worker, world_size=2)
-    # single process: the whole global batch, BN statistics over 2 contiguous chunks (= the 2 processes), the same
-    # permutation (drawn from the same generator)
+def _reference(dtype: torch.dtype, monkeypatch) -> tuple[MoCo, object]:
+    """Single process: the whole global batch, BN statistics over 2 contiguous chunks (= the 2 processes), the
+    same permutation (drawn from the same generator), computed in ``dtype``."""
     torch.manual_seed(0)
-    ref = MoCo(_cfg("split", 2))
+    ref = MoCo(_cfg("split", 2)).to(dtype)
     x_q, x_k = _data()
-    out = ref(x_q, x_k, generator=torch.Generator().manual_seed(7))
+    with monkeypatch.context() as m:
+        if dtype == torch.float64:  # the model casts features with .float() (for bf16 autocast): keep float64
+            to_float = torch.Tensor.float
+            m.setattr(torch.Tensor, "float", lambda t, *a, **k: t if t.dtype == torch.float64 else to_float(t, *a, **k))
+        out = ref(x_q.to(dtype), x_k.to(dtype), generator=torch.Generator().manual_seed(7))
     out.loss.backward()
+    return ref, out
+
+
+def _assert_within_float32_error(got, ref32, ref64, *, what: str, names=None, factor: float = 8.0) -> None:
+    """Each tensor of ``got`` (float32, from the processes) equals the exact value up to float32 rounding error.
+
+    The processes sum the same terms as one process does, in another order (per process, then across processes),
+    which changes the float32 result by rounding error only. That error is measured for this computation, not
+    guessed: the distance of the one-process float32 result ``ref32`` to the same computation in float64
+    (``ref64``). ``got`` must lie within ``factor`` times (that error + float32 eps x the largest magnitude, the
+    resolution of float32 where the error rounds to 0) of the float64 result. A wrong gradient (a missing
+    negative, a wrong average) is off by orders of magnitude more.
+    """
+    eps = torch.finfo(torch.float32).eps
+    scale = max(float(r.abs().max()) for r in ref64)
+    for i, (g, r32, r64) in enumerate(zip(got, ref32, ref64, strict=True)):
+        err32 = float((r32.double() - r64).abs().max())
+        diff = float((g.double() - r64).abs().max())
+        tol = factor * (err32 + eps * scale)
+        label = names[i] if names else i
+        assert diff <= tol, (f"{what} {label}: |processes - float64| = {diff:.3g} > {tol:.3g} = {factor:g} x "
+                             f"(float32 error {err32:.3g} + eps x {scale:.3g})")
+
+
+def test_ddp_shuffle_bn_equals_single_process_split_bn(monkeypatch):
+    results = dist.launch_local(_worker, world_size=2)
+    ref, out = _reference(torch.float32, monkeypatch)
+    ref64, out64 = _reference(torch.float64, monkeypatch)
     keys = torch.cat([r["keys"] for r in results])
-    torch.testing.assert_close(keys, out.keys, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.cat([r["logits"] for r in results]), out.logits, rtol=1e-4, atol=1e-4)
+    _assert_within_float32_error([keys], [out.keys], [out64.keys], what="keys")
+    _assert_within_float32_error([torch.cat([r["logits"] for r in results])], [out.logits], [out64.logits],
+                                 what="logits")
     for r in results:
         # every process enqueued the all-gathered keys: identical queues, pointer advanced by the global batch
         assert r["ptr"] == 2 * B == int(ref.queue_ptr)
-        torch.testing.assert_close(r["queue"], ref.queue, rtol=1e-4, atol=1e-5)
+        _assert_within_float32_error([r["queue"]], [ref.queue], [ref64.queue], what="queue")
         # DDP-averaged gradients of the per-process mean losses = gradient of the global mean loss
-        for g, p in zip(r["grads"], ref.encoder_q.parameters()):
-            torch.testing.assert_close(g, p.grad, rtol=1e-3, atol=1e-5)
+        _assert_within_float32_error(r["grads"], [p.grad for p in ref.encoder_q.parameters()],
+                                     [p.grad for p in ref64.encoder_q.parameters()], what="gradient")
         for a, b in zip(r["k_params"], ref.encoder_k.parameters()):
             torch.testing.assert_close(a, b)
     # the two processes' keys came from different BN statistics than an unshuffled pass would give
     torch.manual_seed(0)
     plain = MoCo(_cfg("split", 2))
+    _, x_k = _data()
     with torch.no_grad():
         plain._momentum_update_key_encoder()
         unshuffled = torch.nn.functional.normalize(plain.encoder_k(x_k), dim=1)
