@@ -272,3 +272,18 @@ def test_loss_config_validation():
         LossConfig(lambda_d=-1.0)
     with pytest.raises(ValueError, match="model.kind expects .* did you mean .vaegan."):
         PRESETS.build("tiny", ["model.kind=gan"])
+
+
+def test_projection_discriminator_head():
+    cfg = PRESETS.build("tiny", ["model.conditional=true", "model.cond_discriminator=projection"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    head = model.discriminator_head
+    torch.nn.init.normal_(head.embed.weight)
+    h, y = torch.randn(5, cfg.model.hidden), torch.tensor([0, 3, 3, 9, 1])
+    ref = head.fc(h).squeeze(1) + torch.stack([h[i] @ head.embed.weight[y[i]] for i in range(5)])
+    torch.testing.assert_close(head(h, y), ref)
+    terms = compute_terms(model, *_batch(conditional=True), cfg.loss)
+    g = torch.autograd.grad(terms.L_GAN, [head.embed.weight])[0]
+    assert g.abs().sum() > 0                            # the projection is part of the discriminator role
+    assert any(p is head.embed.weight for p in model.parameter_roles()["discriminator"])

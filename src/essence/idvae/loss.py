@@ -136,7 +136,7 @@ def compute_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None, eps: torc
         return terms
     # discriminator features of the reals: for IDVAE the trunk pass above already is one
     if model.kind == "idvae":
-        h_real, l_real = h_x, model.discriminator_head(h_x)
+        h_real, l_real = h_x, model.discriminator_head(h_x, y)
     else:
         h_real, l_real = model.discriminate(x, y)
     y_fake = torch.cat([y, y_p]) if (use_prior and y is not None) else y

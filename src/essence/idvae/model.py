@@ -83,14 +83,27 @@ class EncoderHead(nn.Module):
 
 
 class DiscriminatorHead(nn.Module):
-    """h (N, m) -> l (N,): the logit of "x is real", D(x) = sigmoid(l)."""
+    """h (N, m) -> l (N,): the logit of "x is real", D(x) = sigmoid(l).
+
+    With ``cond_discriminator="projection"`` a conditional head adds <embed(y), h> (Miyato & Koyama 2018), so the
+    logit depends on whether the image matches its label, not only on the label maps at the trunk input.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.fc = nn.Linear(cfg.hidden, 1)
+        self.embed = (nn.Embedding(cfg.num_classes, cfg.hidden)
+                      if cfg.conditional and cfg.cond_discriminator == "projection" else None)
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc(h).squeeze(1)
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        logit = self.fc(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator head is conditional: pass the labels y")
+            logit = logit + (self.embed(y).to(h.dtype) * h).sum(dim=1)
+        return logit
 
 
 class Decoder(nn.Module):
@@ -204,7 +217,7 @@ class ImplicitDiscriminatorVAE(VAE):
     def discriminate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, C, S, S) -> (h (N, m), logit l (N,)) through the *shared* trunk."""
         h = self.trunk(x, y)
-        return h, self.discriminator_head(h)
+        return h, self.discriminator_head(h, y)
 
     def parameter_roles(self) -> dict[str, list[nn.Parameter]]:
         """``encoder`` = trunk + encoder head; ``discriminator`` = the same trunk + discriminator head."""
@@ -228,7 +241,7 @@ class VAEGAN(VAE):
     def discriminate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x -> (h_D (N, m), logit (N,)) through the *separate* discriminator trunk."""
         h = self.discriminator_trunk(x, y)
-        return h, self.discriminator_head(h)
+        return h, self.discriminator_head(h, y)
 
     def parameter_roles(self) -> dict[str, list[nn.Parameter]]:
         return {"encoder": [*self.trunk.parameters(), *self.encoder_head.parameters()],
