@@ -5,8 +5,8 @@ Presets:
     quick     (<= 5 min on 2 cores; previews the claims) MiniLM-L6 (pretrained) fine-tuned 30 steps (cross: 20) with
               the recipe below, 200 test contexts, one seed; the synthetic task at 200 steps, one seed
     standard  (<= 30 min on 2 cores; decides the claims) 120 steps (cross: 80), validation every 30 steps, two
-              seeds for bi / poly-16, the whole test split (4,663 contexts; cross: the first 300), the synthetic
-              task at 600 steps over three seeds
+              seeds for bi / poly-16 / poly-64, the whole test split (4,663 contexts; cross: the first 300), the synthetic
+              task at 800 steps over three seeds
     paper     the paper's fine-tuning recipe on this data: separate encoders, batch 256 (bi/poly) / 16 with 15
               sampled negatives (cross), Adamax lr 5e-5, warm-up 100 (1000 for cross), x0.4 on plateau,
               context 360 / candidate 72 tokens, 20 turns of history
@@ -253,7 +253,7 @@ def _standard() -> PolyEncoderConfig:
         optim=_recipe_optim(warmup_steps=10),
         train=TrainConfig(steps=120, batch_size=32, cross_batch_size=4, cross_negatives=15, precision="auto",
                           eval_every=30, valid_contexts=200, cross_valid_contexts=40),
-        repro=ReproConfig(poly_ms=(16,), latency_ms=(16, 64, 360), seeds=(0, 1), cross_seeds=(0,),
+        repro=ReproConfig(poly_ms=(16, 64), latency_ms=(16, 64, 360), seeds=(0, 1), cross_seeds=(0,),
                           cross_steps=80, cross_eval_contexts=300, latency_repeats=15),
         synthetic=SyntheticConfig(steps=800, seeds=(0, 1, 2), test_contexts=1000),
     )
