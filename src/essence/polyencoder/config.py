@@ -5,8 +5,8 @@ Presets:
     quick     (<= 5 min on 2 cores; previews the claims) MiniLM-L6 (pretrained) fine-tuned 30 steps (cross: 20) with
               the recipe below, 200 test contexts, one seed; the synthetic task at 200 steps, one seed
     standard  (<= 30 min on 2 cores; decides the claims) 120 steps (cross: 80), validation every 30 steps, two
-              seeds for bi / poly-16 / poly-64, the whole test split (4,663 contexts; cross: the first 300), the synthetic
-              task at 800 steps over three seeds
+              seeds for bi / poly-16 / poly-64, the whole test split (4,663 contexts; cross: the first 300), the
+              synthetic task at 800 steps over three seeds
     paper     the paper's fine-tuning recipe on this data: separate encoders, batch 256 (bi/poly) / 16 with 15
               sampled negatives (cross), Adamax lr 5e-5, warm-up 100 (1000 for cross), x0.4 on plateau,
               context 360 / candidate 72 tokens, 20 turns of history
