@@ -29,6 +29,8 @@ def _numbers(sign: float) -> dict:
         "ppl_log_pl": base_ppl - sign, "ppl_log_nopl": base_ppl + rng.normal(0, 0.01, (2, 300)),
         "jcv_pl": [0.2 - 0.1 * sign, 0.21 - 0.1 * sign], "jcv_nopl": [0.2, 0.21],
         "prec_items": {1.0: p_hi, 0.7: p_hi, 0.5: p_lo}, "rec_items": {1.0: r_hi, 0.7: r_hi, 0.5: r_lo},
+        "proj_pl": (rng.normal(1 + sign, 0.2, 40), rng.normal(1, 0.2, 40)),
+        "proj_nopl": (rng.normal(1 + 0.5 * sign, 0.2, 40), rng.normal(1, 0.2, 40)),
         "curve_steps": [0, 100, 200, 300, 400] * 2,
         "curve_fid": list(np.array([400., 200, 120, 90, 70, 390, 210, 130, 95, 75]) ** (1 if sign > 0 else -1)),
     }
@@ -36,7 +38,7 @@ def _numbers(sign: float) -> dict:
 
 def test_verdicts_follow_the_numbers():
     good, bad = decide_claims(_numbers(+1)), decide_claims(_numbers(-1))
-    assert set(good) == {"a", "b", "c", "d", "f"}
+    assert set(good) == {"a", "b", "c", "d", "e", "f"}
     for claim in good:
         assert combine(good[claim]) == REPRODUCED, claim
         assert combine(bad[claim]) == NOT_REPRODUCED, claim
@@ -62,7 +64,7 @@ def test_reproduce_tiny_writes_report(tmp_path):
     run = Run(tmp_path / "rep", method="stylegan2", preset="tiny")
     report = reproduce(run, preset="tiny", device="cpu")
     text = report.write().read_text()
-    assert len(report.claims) == 5 and all(c.verdict in VERDICTS for c in report.claims)
+    assert len(report.claims) == 6 and all(c.verdict in VERDICTS for c in report.claims)
     assert "Scaled down" in text and "95% CI" in text
     for fig in ("truncation_sweep", "style_mixing", "fid_curve"):
         assert (run.figures_dir / f"{fig}.png").exists()
