@@ -23,6 +23,14 @@ def test_mce_identities():
         C.relative_mce_of(e, 0.2, base, 0.6)
 
 
+def test_relative_corruptions_leave_out_unstable_denominators():
+    base = np.full((3, 5), 0.5)
+    base[1] = 0.305                                  # degradation 5 x 0.005 = 0.025 < 0.05
+    base[2] = 0.29                                   # below the clean error
+    assert C.relative_corruptions(base, 0.3).tolist() == [0]
+    assert C.relative_corruptions(base, 0.3, min_degradation=0.02).tolist() == [0, 1]
+
+
 def test_severity_verdict_flips():
     rng = np.random.default_rng(0)
     grows = np.linspace(0.1, 0.6, 5)

@@ -14,12 +14,17 @@ import numpy as np
 
 from essence.core.stats import Decision, Estimate, decide, mean_ci, paired_difference, spearman
 
-__all__ = ["mce_of", "relative_mce_of", "severity_decisions", "accuracy_mce_decision", "relative_mce_decision",
-           "delta_mce_estimate", "histeq_decision", "RELATIVE_MARGIN"]
+__all__ = ["mce_of", "relative_mce_of", "relative_corruptions", "MIN_DEGRADATION", "severity_decisions",
+           "accuracy_mce_decision", "relative_mce_decision", "delta_mce_estimate", "histeq_decision",
+           "RELATIVE_MARGIN"]
 
 # (c): "relative robustness barely changed" is read as: the more accurate nets' relative mCE is not more than
 # 10 points below the baseline's 100 (the paper: ResNet-50 105.0, VGG-19+BN ~ 100)
 RELATIVE_MARGIN = 0.90
+# relative CE divides by the baseline's degradation sum_s (B[c, s] - B_clean); below 5 points (summed over the
+# five severities) that ratio is noise over noise (the 676-753 "relative mCE" of an earlier run), so such
+# corruptions are left out of relative mCE and the report names them
+MIN_DEGRADATION = 0.05
 
 
 def mce_of(errors: np.ndarray, base: np.ndarray) -> float:
@@ -37,6 +42,12 @@ def relative_mce_of(errors: np.ndarray, clean: float, base: np.ndarray, base_cle
         raise ValueError("relative mCE is undefined: the baseline's corrupted error does not exceed its clean error "
                          "for some corruption")
     return float(np.mean((errors - clean).sum(1) / den))
+
+
+def relative_corruptions(base: np.ndarray, base_clean: float, min_degradation: float = MIN_DEGRADATION) -> np.ndarray:
+    """Indices of the corruptions whose baseline degradation sum_s (B[c, s] - B_clean) is at least
+    ``min_degradation``: the ones over which relative mCE is a stable ratio."""
+    return np.nonzero((np.asarray(base, float) - base_clean).sum(1) >= min_degradation)[0]
 
 
 def severity_decisions(wrong: np.ndarray, names: Sequence[str]) -> list[tuple[str, Decision]]:
