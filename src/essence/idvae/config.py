@@ -34,8 +34,8 @@ class ModelConfig(Config):
     kind: Literal["idvae", "vae", "vaegan"] = "idvae"   # IDVAE, or a baseline with the same trunk and decoder
     conditional: bool = False                # label y to the trunk (constant one-hot maps) and the decoder ([z, y])
     num_classes: int = 10                    # classes of the conditional model
-    cond_discriminator: Literal["concat", "projection"] = "concat"   # conditional D(x, y): y only as input maps
-    #                                          (concat), or also a projection term <embed(y), h> (Miyato 2018)
+    cond_discriminator: Literal["concat", "projection"] = "projection"   # conditional D(x, y): y only as input
+    #                                          maps (concat), or also a projection term <embed(y), h> (Miyato 2018)
     channels: int = 1                        # image channels
     image_size: int = 28                     # side of the (square) images; divisible by 4
     width: int = 32                          # channels of the first trunk conv (the second has 2 * width)
