@@ -84,12 +84,16 @@ class ImageRNG:
 
     # ---- draws, stacked over the images: (N, *shape) on the CPU
     def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.stack([torch.randn(tuple(shape), generator=self.generator(i), dtype=dtype)
-                            for i in range(len(self))])
+        out = torch.empty((len(self), *shape), dtype=dtype)
+        for i in range(len(self)):          # written in place: no stacking copy
+            torch.randn(tuple(shape), generator=self.generator(i), dtype=dtype, out=out[i])
+        return out
 
     def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        return torch.stack([torch.rand(tuple(shape), generator=self.generator(i), dtype=dtype)
-                            for i in range(len(self))])
+        out = torch.empty((len(self), *shape), dtype=dtype)
+        for i in range(len(self)):
+            torch.rand(tuple(shape), generator=self.generator(i), dtype=dtype, out=out[i])
+        return out
 
     def uniform(self, low: float, high: float, shape: Sequence[int] = (), dtype=torch.float64) -> torch.Tensor:
         return low + (high - low) * self.rand(shape, dtype)
