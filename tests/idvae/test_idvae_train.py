@@ -140,3 +140,20 @@ def test_fid_of_each_expert_matches_the_reference_computation():
     ref_mse = (((rec + 1) / 2 - x.float() / 255) ** 2).flatten(1).mean(1)
     torch.testing.assert_close(torch.tensor(res["recon_mse_items"], dtype=torch.float64), ref_mse.double(),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_collapse_detector_warns_and_logs(monkeypatch, capsys):
+    real_build = train_mod.build
+
+    def collapsed(cfg, **kw):
+        model = real_build(cfg, **kw)
+        with torch.no_grad():
+            model.decoder.deconv2.weight.zero_()        # G(z) = tanh(bias): one image for every z
+        return model
+
+    monkeypatch.setattr(train_mod, "build", collapsed)
+    x, y = _data()
+    res = train(_cfg("train.max_steps=1", "optim.lr=1e-9"), None, device="cpu", progress=False, images=x, labels=y)
+    rec = res.history[-1]
+    assert rec["diversity_ratio"] < 0.01 and rec["h_std"] > 0
+    assert "may be collapsing" in " ".join(capsys.readouterr().err.split())

@@ -25,7 +25,7 @@ import torch
 from essence.core import distributed as dist
 from essence.core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from essence.core.loop import GracefulInterrupt, NonFiniteLossError, Precision, should_run
-from essence.core.progress import ProgressBar
+from essence.core.progress import ProgressBar, console
 from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, seed_everything
 from essence.idvae.config import IDVAEConfig
@@ -35,6 +35,7 @@ from essence.idvae.model import VAE, build_model
 
 __all__ = ["train", "train_step", "TrainResult", "build", "total_steps", "make_optimizer", "HINTS"]
 
+COLLAPSE_RATIO = 0.2    # warn when samples are less than 20% as diverse as a real batch (mean pairwise L2)
 # what to turn when a term becomes NaN / inf
 HINTS = {"L_prior": "lower optim.lr or model.logvar_clamp", "L_pixel": "lower optim.lr",
          "L_GAN": "lower optim.lr or loss.lambda_d", "L_adv": "lower optim.lr or loss.adv_weight",
@@ -201,6 +202,7 @@ def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.devic
                                config=cfg, state={"epoch": step / per_epoch, "kind": cfg.model.kind})
 
     model.train()
+    warned = False
     with GracefulInterrupt() as stop, ProgressBar(total - start, desc=f"idvae train ({cfg.model.kind})",
                                                   unit="step", disable=None if progress else True) as bar:
         for step in range(start, total):
@@ -221,9 +223,18 @@ def train(cfg: IDVAEConfig, run: Run | None = None, *, device: str | torch.devic
             done = step + 1
             eval_now = monitor is not None and should_run(step, cfg.train.eval_every, total)
             if should_run(step, cfg.train.log_every, total) or eval_now:
-                rec = {"step": done, "epoch": done / per_epoch,
-                       **dist.reduce_dict({**values, "diversity": _sample_diversity(
-                           terms.x_prior if terms.x_prior is not None else terms.x_tilde)})}
+                # collapse detectors: sample diversity relative to the real batch's (near 0 = one output for
+                # every z), and the spread of h (near 0 = the trunk collapsed, card pitfall 1)
+                fake_div = _sample_diversity(terms.x_prior if terms.x_prior is not None else terms.x_tilde)
+                monitors = {"diversity": fake_div, "diversity_ratio": fake_div / max(_sample_diversity(x), 1e-12)}
+                if terms.h_real is not None:
+                    monitors["h_std"] = float(terms.h_real.detach().float().std(dim=0).mean())
+                rec = {"step": done, "epoch": done / per_epoch, **dist.reduce_dict({**values, **monitors})}
+                if rec["diversity_ratio"] < COLLAPSE_RATIO and not warned and dist.is_main():
+                    warned = True
+                    console.print(f"[yellow]warning:[/] samples at step {done} are {rec['diversity_ratio']:.0%} as "
+                                  f"diverse as real images: the generator may be collapsing (lower optim.lr or "
+                                  f"loss.adv_weight)", highlight=False)
                 if eval_now:
                     if dist.is_main():
                         rec.update(monitor(model))
