@@ -63,11 +63,17 @@ def test_train_and_evaluate_with_baseline(tmp_path):
     data = json.loads((eval_dir / "errors.json").read_text())
     assert set(data["errors"]) == {"contrast", "fog"} and len(data["errors"]["fog"]) == 5
     assert (eval_dir / "figures" / "error_vs_severity.png").exists()
-    # the baseline against itself: CE = relative CE = 100 for every corruption
-    assert main(["evaluate", "--model", str(ckpt), "--test-size", "40", "--names", "contrast,fog",
+    # another corruption seed against that run as the baseline: the table's CE is sum(E) / sum(E_base) per
+    # corruption, computed from the two errors.json files (seed 1: other test images and draws)
+    assert main(["evaluate", "--model", str(ckpt), "--test-size", "40", "--names", "contrast,fog", "--seed", "1",
                  "--baseline", str(eval_dir), "--out", str(eval2)]) == 0
+    other = json.loads((eval2 / "errors.json").read_text())
     table = (eval2 / "table.md").read_text()
-    assert "| fog |" in table and "**100.0**" in table
+    for c in ("contrast", "fog"):
+        ce = 100 * sum(other["errors"][c]) / sum(data["errors"][c])
+        row = next(line for line in table.splitlines() if line.startswith(f"| {c} |"))
+        assert float(row.split("|")[7]) == pytest.approx(ce, abs=0.051), (c, row)
+    assert other["errors"]["fog"] != data["errors"]["fog"]                     # not the baseline against itself
 
 
 def test_perturbation_sequences():
