@@ -68,3 +68,28 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     assert "no checkpoint found" in " ".join(capsys.readouterr().err.split())
     assert main(["rank", "--index", str(tmp_path / "missing.safetensors"), "hello"]) == 2
     assert main(["train", "--preset", "tiny", "--set", "model.poly_m=0", "--out", str(tmp_path / "r")]) == 2
+
+
+def test_bom_is_dropped_from_candidate_and_pair_files(tmp_path):
+    from essence.polyencoder.data import read_pairs
+
+    (tmp_path / "c.txt").write_bytes("\ufeffone\ntwo\n".encode())
+    assert read_candidates(tmp_path / "c.txt") == ["one", "two"]
+    (tmp_path / "p.tsv").write_bytes("\ufeffhello\thi there\n".encode())
+    assert read_pairs(tmp_path / "p.tsv")[0].context == ("hello",)
+
+
+def test_evaluate_zero_shot_encoder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ESSENCE_PROGRESS", "0")
+    from polyencoder_helpers import WORDS, make_tiny_encoder
+
+    enc = make_tiny_encoder(tmp_path / "enc")
+    lines = [f"{WORDS[i % len(WORDS)]} {WORDS[(3 * i) % len(WORDS)]}\t{WORDS[(5 * i + 1) % len(WORDS)]} {i}"
+             for i in range(120)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(lines) + "\n")
+    code = main(["evaluate", "--zero-shot", str(enc), "--preset", "tiny", "--set",
+                 f"data.dataset={tmp_path / 'pairs.tsv'}", "--candidates", "5", "--contexts", "10"])
+    out = capsys.readouterr().out
+    assert code == 0 and "zero-shot" in out and "R@1/5" in out
+    with pytest.raises(SystemExit):                                     # --model and --zero-shot exclude each other
+        main(["evaluate", "--zero-shot", str(enc), "--model", "x"])

@@ -2,6 +2,7 @@
 
     essence polyencoder train --set model.architecture=poly --set model.poly_m=16 --out runs/poly16
     essence polyencoder evaluate --model runs/poly16
+    essence polyencoder evaluate --zero-shot minilm          # the untrained encoder, as sentence-transformers uses it
     essence polyencoder index --model runs/poly16 --candidates responses.txt -o cands.safetensors
     essence polyencoder rank --index cands.safetensors "Who's there?" -k 5
     essence polyencoder reproduce [--preset quick]
@@ -25,7 +26,7 @@ def read_candidates(path: str | Path) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"candidates file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # a UTF-8 byte-order mark is dropped
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-encode it as UTF-8") from None
     out = []
@@ -56,8 +57,15 @@ def _build_parser():
     p = sub.add_parser("train", help="fine-tune a bi- / poly- / cross-encoder (model.architecture)")
     add_run_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p = sub.add_parser("evaluate", help="R@1 and MRR of a trained run on its test split")
-    p.add_argument("--model", required=True, help="a run directory from `train`")
+    p = sub.add_parser("evaluate", help="R@1 and MRR of a trained run (or a zero-shot encoder) on the test split")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a run directory from `train`")
+    which.add_argument("--zero-shot", metavar="ENCODER", help="an untrained encoder ('minilm' or a Hugging Face "
+                       "directory) used as a bi-encoder: mean pooling, cosine scores")
+    p.add_argument("--preset", default="quick", help="with --zero-shot: the preset whose data and token budgets "
+                   "are used (default quick)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --zero-shot: config overrides (e.g. data.dataset=pairs.tsv)")
     p.add_argument("--candidates", type=int, default=20, help="candidates per context (default 20)")
     p.add_argument("--contexts", type=int, default=500, help="test contexts (default 500)")
     p.add_argument("--device", default="auto")
@@ -145,13 +153,26 @@ def _evaluate(args) -> int:
     from essence.polyencoder.evaluate import evaluate_sets
     from essence.polyencoder.train import load_run
 
-    model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
+    if args.zero_shot:
+        from essence.polyencoder.config import PRESETS
+        from essence.polyencoder.model import build_model
+
+        cfg = PRESETS.build(args.preset, args.overrides)
+        mcfg = cfg.model.replace(architecture="bi", share_encoders=True, encoder=args.zero_shot, reduction="mean",
+                                 pretrained=True, num_layers=0)
+        model, tok = build_model(mcfg)
+        model.to("cpu" if args.device == "auto" else args.device).eval()
+        name, normalize = f"zero-shot {args.zero_shot} (mean pooling, cosine)", True
+    else:
+        model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
+        name, normalize = f"{cfg.model.architecture}-encoder, {ckpt.name}", False
     _, _, test = load_pairs(cfg.data)
     pool = max(cfg.data.candidate_pool, 3 * args.candidates) if cfg.data.candidate_pool else 0
     pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed,
                                  pool_size=pool)
     batcher = TextBatcher(tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
-    res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=(1, 5))
+    res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=(1, 5),
+                        normalize=normalize)
     print_table(["metric", "value"], [(k, f"{v * 100:.2f}%") for k, v in res.items()],
-                title=f"{cfg.model.architecture}-encoder, {ckpt.name}, {len(pairs)} test contexts")
+                title=f"{name}, {len(pairs)} test contexts")
     return 0
