@@ -65,7 +65,7 @@ def test_filters_fall_back_when_the_kernel_exceeds_the_image():
     assert (y.int() - ref.int()).abs().max() <= 1
 
 
-@pytest.mark.parametrize("c,h,w", [(3, 50, 61), (1, 50, 61), (3, 224, 224), (1, 64, 64)])
+@pytest.mark.parametrize("c,h,w", [(3, 50, 61), (1, 50, 61), (3, 224, 224), (1, 64, 64), (3, 32, 32), (3, 200, 224)])
 def test_pixelate_pillow_path_is_bit_exact(c, h, w):
     u8 = _images(2, c, h, w)
     for s in range(1, 6):

@@ -154,9 +154,11 @@ def _cv2_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> boo
 
 
 def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image. The reduction is Pillow's
-    (RGB planes interleaved by ``cv2.merge``, grey planes as mode-L images); the enlargement, a single tap per
-    output pixel, is a gather with Pillow's indices (:func:`box_enlarge_index`), split back into the planes."""
+    """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image, one plane at a time as a mode-L
+    image (Pillow's 8-bit resampling is per channel with the same coefficients and rounding, so this equals the
+    RGB image's result, without interleaving the planes; the tests compare with Pillow on RGB images). The
+    enlargement, a single tap per output pixel, is OpenCV's exact nearest-neighbour resize where it picks
+    Pillow's source pixels, else a gather with Pillow's indices (:func:`box_enlarge_index`)."""
     import cv2
     from PIL import Image
 
@@ -168,23 +170,15 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     use_cv2 = _cv2_nearest_matches(size, (h, w))
 
     def one(i):
-        img = src[i] if c == 1 else cv2.merge([src[3 * i], src[3 * i + 1], src[3 * i + 2]])
-        small = Image.fromarray(img).resize((size[1], size[0]), Image.BOX)
-        planes = dst[c * i:c * i + c]
+        small = Image.fromarray(src[i]).resize((size[1], size[0]), Image.BOX)
         if use_cv2:
-            for p, d in zip([np.asarray(small)] if c == 1 else cv2.split(np.asarray(small)), planes):
-                cv2.resize(p, (w, h), dst=d, interpolation=cv2.INTER_NEAREST_EXACT)
-            return
-        if rows is None or cols is None:
-            big = np.asarray(small.resize((w, h), Image.BOX))
+            cv2.resize(np.asarray(small), (w, h), dst=dst[i], interpolation=cv2.INTER_NEAREST_EXACT)
+        elif rows is None or cols is None:
+            dst[i] = np.asarray(small.resize((w, h), Image.BOX))
         else:
-            big = np.asarray(small).take(rows, axis=0).take(cols, axis=1)
-        if c == 1:
-            planes[0] = big
-        else:
-            cv2.split(big, list(planes))
+            dst[i] = np.asarray(small).take(rows, axis=0).take(cols, axis=1)
 
-    for_each(n, one)
+    for_each(n * c, one)
     return out
 
 
