@@ -53,7 +53,7 @@ for _info in [
                "Perturbations. ICLR 2019", "imagenet_c.md", "vision", True),
     MethodInfo("distilbert", "distilbert", "DistilBERT", "Sanh et al., 2019",
                "Sanh, Debut, Chaumond, Wolf. DistilBERT, a distilled version of BERT. 2019",
-               "distilbert.md", "text", False),
+               "distilbert.md", "text", True),
     MethodInfo("pplm", "pplm", "PPLM", "Dathathri et al., ICLR 2020",
                "Dathathri et al. Plug and Play Language Models: A Simple Approach to Controlled Text Generation. "
                "ICLR 2020", "pplm.md", "text", False),

@@ -1,0 +1,276 @@
+"""DistilBERT: losses against plain re-computations, masking statistics, layer map, export, resume, bad input,
+and the verdict logic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from essence.core.runs import Run
+from essence.distilbert.config import PRESETS
+from essence.distilbert.data import SPECIALS, Corpus, bucketed_batches, mask_tokens, read_text_lines, token_probs
+from essence.distilbert.loss import cosine_loss, mlm_loss, soft_target_loss, triple_loss
+from essence.distilbert.model import layer_map, load_teacher, save_model, student_from_teacher, tiny_bert
+from essence.distilbert.reproduce import Measured, judge
+
+V = 60
+
+
+def _corpus(n: int = 96, seed: int = 0) -> Corpus:
+    g = np.random.default_rng(seed)
+    vocab = list(SPECIALS) + [f"w{i}" for i in range(V - len(SPECIALS))]
+    zipf = 1.0 / np.arange(1, V - len(SPECIALS) + 1)
+    zipf /= zipf.sum()
+    seqs = [[2, *(g.choice(V - 5, size=int(g.integers(8, 20)), p=zipf) + 5).tolist(), 3] for _ in range(n)]
+    counts = torch.zeros(V, dtype=torch.float64)
+    for s in seqs[:80]:
+        counts.index_add_(0, torch.tensor(s), torch.ones(len(s), dtype=torch.float64))
+    return Corpus(seqs[:80], seqs[80:], vocab, counts, 0, 4, (0, 1, 2, 3, 4))
+
+
+def _teacher(layers=4):
+    return tiny_bert(V, layers=layers, dim=32, heads=2, ffn=64, max_len=64, seed=0).eval()
+
+
+# -- losses ---------------------------------------------------------------------------------------------------
+def test_kl_and_soft_cross_entropy_give_identical_gradients():
+    torch.manual_seed(0)
+    s = torch.randn(7, V, requires_grad=True)
+    t = torch.randn(7, V)
+    sel = torch.ones(7, dtype=torch.bool)
+    T = 2.0
+    soft_target_loss(s, t, sel, T).backward()
+    g_kl = s.grad.clone()
+    s.grad = None
+    ce = -(F.softmax(t / T, -1) * F.log_softmax(s / T, -1)).sum(-1).mean() * T ** 2
+    ce.backward()
+    assert torch.allclose(g_kl, s.grad, atol=1e-6)
+    # the values differ by the teacher's entropy (constant in the student)
+    ent = -(F.softmax(t / T, -1) * F.log_softmax(t / T, -1)).sum(-1).mean() * T ** 2
+    assert float(soft_target_loss(s, t, sel, T).detach()) == pytest.approx(float(ce - ent), abs=1e-5)
+
+
+def test_losses_match_plain_recomputation():
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 5, V), torch.randn(2, 5, V)
+    hs, ht = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    att = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    labels = torch.full((2, 5), -100)
+    labels[0, 1], labels[1, 2] = 7, 9
+    T = 2.0
+    kl, n = 0.0, 0
+    for b in range(2):
+        for i in range(5):
+            if att[b, i]:
+                p = F.softmax(t[b, i] / T, -1)
+                kl += float((p * (p.log() - F.log_softmax(s[b, i] / T, -1))).sum())
+                n += 1
+    assert float(soft_target_loss(s, t, att.bool(), T)) == pytest.approx(kl / n * T * T, rel=1e-5)
+    mlm = -(F.log_softmax(s[0, 1], -1)[7] + F.log_softmax(s[1, 2], -1)[9]) / 2
+    assert float(mlm_loss(s, labels)) == pytest.approx(float(mlm), rel=1e-5)
+    cos = np.mean([1 - float(F.cosine_similarity(hs[b, i], ht[b, i], dim=0))
+                   for b in range(2) for i in range(5) if att[b, i]])
+    assert float(cosine_loss(hs, ht, att)) == pytest.approx(cos, rel=1e-5)
+    total, parts = triple_loss(s, hs, labels, att, t_logits=t, t_hidden=ht, temperature=T)
+    assert float(total) == pytest.approx(float(5 * parts["ce"] + 2 * parts["mlm"] + parts["cos"]), rel=1e-6)
+    restricted, _ = triple_loss(s, hs, labels, att, t_logits=t, t_hidden=ht, restrict_ce_to_mask=True)
+    assert float(restricted) != pytest.approx(float(total), rel=1e-4)
+
+
+def test_copied_student_at_equal_depth_has_zero_soft_target_and_cosine_loss():
+    teacher = _teacher(4)
+    student = student_from_teacher(teacher, layers="0,1,2,3", n_layers=4).eval()
+    ids = torch.randint(5, V, (3, 12))
+    att = torch.ones_like(ids)
+    att[1, 8:] = 0
+    t = teacher(input_ids=ids, attention_mask=att, output_hidden_states=True)
+    s = student(input_ids=ids, attention_mask=att, output_hidden_states=True)
+    assert float(soft_target_loss(s.logits, t.logits, att.bool())) < 1e-8
+    assert float(cosine_loss(s.hidden_states[-1], t.hidden_states[-1], att)) < 1e-6
+    # without folding the token-type vector the student differs (the official script drops it)
+    unfolded = student_from_teacher(teacher, layers="0,1,2,3", n_layers=4, fold_token_type=False).eval()
+    u = unfolded(input_ids=ids, attention_mask=att)
+    assert float(soft_target_loss(u.logits, t.logits, att.bool())) > 1e-6
+
+
+# -- student structure ----------------------------------------------------------------------------------------
+def test_layer_map():
+    assert layer_map(12) == [0, 2, 4, 7, 9, 11]              # extract_distilbert.py
+    assert layer_map(12, how="every_other") == [0, 2, 4, 6, 8, 10]
+    assert layer_map(6) == [0, 2, 5] and layer_map(4) == [0, 3] and layer_map(5) == [0, 4]
+    assert layer_map(6, how="1,3,5") == [1, 3, 5]
+    with pytest.raises(ValueError, match="increasing teacher layers"):
+        layer_map(6, how="5,1,2")
+    with pytest.raises(ValueError, match="at least|>= 2 layers"):
+        layer_map(1)
+
+
+def test_student_copies_every_other_layer_without_token_types_or_pooler():
+    teacher = _teacher(4)
+    student = student_from_teacher(teacher)
+    assert student.config.n_layers == 2 and student.config.teacher_layers == [0, 3]
+    names = [n for n, _ in student.named_parameters()]
+    assert not any("token_type" in n or "pooler" in n for n in names)
+    for si, ti in enumerate([0, 3]):
+        assert torch.equal(student.distilbert.transformer.layer[si].ffn.lin1.weight,
+                           teacher.bert.encoder.layer[ti].intermediate.dense.weight)
+        assert torch.equal(student.distilbert.transformer.layer[si].attention.q_lin.weight,
+                           teacher.bert.encoder.layer[ti].attention.self.query.weight)
+    assert student.vocab_projector.weight.data_ptr() == student.distilbert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_saved_student_loads_in_plain_transformers_with_same_logits(tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    corpus = _corpus()
+    student = student_from_teacher(_teacher(4)).eval()
+    save_model(student, tmp_path / "student", corpus.vocab)
+    loaded = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "student")).eval()
+    assert type(loaded).__name__ == "DistilBertForMaskedLM"
+    ids = torch.randint(5, V, (2, 9))
+    assert torch.allclose(loaded(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "student"))
+    assert tok.convert_tokens_to_ids("w3") == corpus.vocab.index("w3")
+
+
+# -- masking --------------------------------------------------------------------------------------------------
+def test_masking_statistics():
+    counts = torch.zeros(40, dtype=torch.float64)
+    counts[5:40] = torch.tensor([1000.0] * 5 + [10.0] * 30)      # ids 5-9 frequent, 10-39 rare
+    probs = token_probs(counts, 0.7, (0, 1, 2, 3, 4))
+    g = torch.Generator().manual_seed(0)
+    chosen = torch.zeros(40)
+    seen = torch.zeros(40)
+    n_real = n_tgt = 0
+    kinds = torch.zeros(3)
+    for _ in range(300):
+        body = torch.cat([torch.randint(5, 10, (8, 12), generator=g), torch.randint(10, 40, (8, 4), generator=g)], 1)
+        ids = torch.cat([torch.full((8, 1), 2), body, torch.full((8, 1), 3), torch.zeros(8, 3, dtype=torch.long)], 1)
+        att = (ids != 0).long()
+        out, labels = mask_tokens(ids, att, probs, mask_id=4, vocab_size=40, generator=g)
+        tgt = labels != -100
+        assert not tgt[att == 0].any() and not tgt[:, 0].any() and not tgt[:, 17].any()   # pad / CLS / SEP
+        n_real += int(att.sum())
+        n_tgt += int(tgt.sum())
+        assert int(tgt.sum()) == math.ceil(0.15 * int(att.sum()))
+        assert torch.equal(labels[tgt], ids[tgt])
+        assert torch.equal(out[~tgt], ids[~tgt])
+        kinds[0] += int((out[tgt] == 4).sum())
+        kinds[1] += int((out[tgt] == ids[tgt]).sum())
+        chosen.index_add_(0, ids[tgt], torch.ones(int(tgt.sum())))
+        seen.index_add_(0, ids[att.bool()], torch.ones(int(att.sum())))
+    frac = kinds / n_tgt
+    assert abs(frac[0] - 0.8) < 0.02
+    assert abs(frac[1] - (0.1 + 0.1 / 40)) < 0.02            # kept, plus random draws of the same token
+    rate = chosen / seen.clamp(min=1)
+    ratio = float(rate[10:40].mean() / rate[5:10].mean())
+    # without replacement the ratio is a little below (10/1000)^-0.7 = 25.1; it is far from 1 (uniform)
+    assert 12 < ratio < 30
+
+
+def test_uniform_masking_is_fifteen_percent_of_real_tokens():
+    probs = token_probs(torch.ones(30, dtype=torch.float64), 0.0, (0, 1, 2, 3, 4))
+    ids = torch.randint(5, 30, (4, 20))
+    att = torch.ones_like(ids)
+    _, labels = mask_tokens(ids, att, probs, mask_id=4, vocab_size=30, generator=torch.Generator().manual_seed(0))
+    assert int((labels != -100).sum()) == math.ceil(0.15 * 80)
+
+
+def test_bucketed_batches_group_lengths_and_are_deterministic():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(5, 60, 200)]
+    a = bucketed_batches(lengths, 10, seed=1, epoch=0)
+    assert a == bucketed_batches(lengths, 10, seed=1, epoch=0) != bucketed_batches(lengths, 10, seed=1, epoch=1)
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a]
+    assert max(spreads) <= 7            # a batch spans at most two bins of 4 (random batches: ~50)
+
+
+# -- training -------------------------------------------------------------------------------------------------
+def _tiny_cfg(**train):
+    cfg = PRESETS.build("tiny")
+    return cfg.replace(train=cfg.train.replace(**train), optim=cfg.optim.replace(batch_size=8))
+
+
+def test_distill_resume_continues_identically(tmp_path):
+    from essence.distilbert.train import distill
+
+    corpus, teacher = _corpus(), _teacher(4)
+    cfg = _tiny_cfg(steps=4, ckpt_every=2)
+    full = distill(cfg, Run(tmp_path / "a"), teacher=teacher, corpus=corpus, progress=False)
+    cfg2 = cfg.replace(train=cfg.train.replace(steps=4))
+    part = distill(cfg2.replace(train=cfg2.train.replace(ckpt_every=2)), Run(tmp_path / "b"), teacher=teacher,
+                   corpus=corpus, progress=False)
+    del part
+    resumed = distill(cfg, Run(tmp_path / "c"), teacher=teacher, corpus=corpus, progress=False,
+                      resume=tmp_path / "b" / "checkpoints" / "distill" / "step-000002.safetensors")
+    for (n, p), (_, q) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert (tmp_path / "a" / "student" / "config.json").exists()
+
+
+def test_gradient_accumulation_matches_one_batch(tmp_path):
+    from essence.distilbert.train import distill
+
+    corpus, teacher = _corpus(), _teacher(4)
+    cfg = _tiny_cfg(steps=2)
+    cfg = cfg.replace(data=cfg.data.replace(bucket=0), loss=cfg.loss.replace(alpha_mlm=0.0))  # no masking RNG split
+    one = distill(cfg, None, teacher=teacher, corpus=corpus, progress=False).model
+    two = distill(cfg.replace(optim=cfg.optim.replace(accumulation=2)), None, teacher=teacher, corpus=corpus,
+                  progress=False).model
+    # the soft-target loss averages over tokens per micro-batch, so the steps agree closely but not bit-for-bit
+    diff = max(float((p - q).abs().max()) for p, q in zip(one.parameters(), two.parameters()))
+    assert diff < 5e-3
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+def test_bad_teachers_and_corpora(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_teacher(tmp_path)
+    cfg = BertConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    BertModel(cfg).save_pretrained(str(tmp_path / "enc"))
+    (tmp_path / "enc" / "vocab.txt").write_text("\n".join(_corpus().vocab))
+    with pytest.raises(ValueError, match="no MLM head"):
+        load_teacher(tmp_path / "enc")
+    save_model(student_from_teacher(_teacher(4)), tmp_path / "distil", _corpus().vocab)
+    with pytest.raises(ValueError, match="not BERT-like"):
+        load_teacher(tmp_path / "distil")
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="empty"):
+        read_text_lines(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_text_lines(tmp_path / "latin1.txt")
+    with pytest.raises(ValueError, match="vocabularies differ"):
+        from essence.distilbert.train import Distiller
+        Distiller(student_from_teacher(tiny_bert(V + 1, layers=2, dim=32, heads=2, ffn=64)), _teacher(2))
+
+
+# -- verdicts -------------------------------------------------------------------------------------------------
+def _measured(student_acc: float, mlm_acc: float, rand_acc: float, speed: float, n: int = 2000) -> Measured:
+    g = np.random.default_rng(0)
+    teacher = (g.random(n) < 0.5).astype(float)
+
+    def arm(p):
+        return np.stack([(g.random(n) < p).astype(float) for _ in range(3)])
+
+    times = g.uniform(0.05, 0.1, 100)
+    return Measured(teacher_correct=teacher, arms={"full": arm(student_acc), "mlm_only": arm(mlm_acc),
+                                                   "random_init": arm(rand_acc)},
+                    base_times={"bert-base": times * speed, "distilbert": times},
+                    base_params={"bert-base": 109_482_240, "distilbert": 66_362_880})
+
+
+def test_verdicts_flip_with_the_numbers():
+    good = {c[:3]: c for c in [x[0] for x in judge(_measured(0.49, 0.35, 0.3, 2.0))]}
+    assert set(good) == {"(a)", "(b)", "(c)", "(d)"}
+    from essence.core.stats import combine
+
+    verdicts = {claim[:3]: combine(ds) for claim, ds, _ in judge(_measured(0.49, 0.35, 0.3, 2.0))}
+    assert set(verdicts.values()) == {"reproduced"}
+    verdicts = {claim[:3]: combine(ds) for claim, ds, _ in judge(_measured(0.30, 0.45, 0.45, 1.1))}
+    assert set(verdicts.values()) == {"not reproduced"}
