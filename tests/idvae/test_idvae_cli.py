@@ -105,3 +105,14 @@ def test_usage_errors(tmp_path, capsys):
     assert "loss.gamma must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["smaple"])
+
+
+def test_train_with_fid_monitor(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESSENCE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ESSENCE_PROGRESS", "0")
+    out = tmp_path / "mon"
+    assert main(["train", *TINY, "--out", str(out), "--set", "train.eval_every=1", "--set", "eval.samples=16",
+                 "--set", "data.test_limit=16"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    fids = [r["fid_classifier"] for r in records if "fid_classifier" in r]
+    assert len(fids) == 2 and all(f > 0 for f in fids)

@@ -44,7 +44,7 @@ def _train(args) -> int:
         run = Run.create("idvae", args.preset, args.out, exact=args.out is not None)
         resume = None
     try:
-        result = train(cfg, run, device=args.device, resume=resume)
+        result = train(cfg, run, device=args.device, resume=resume, monitor=_fid_monitor(cfg, args.device))
         if dist.is_main():
             last = result.history[-1] if result.history else {}
             terms = ", ".join(f"{k} {v:.3g}" for k, v in last.items() if k.startswith(("L_", "D_")))
@@ -53,6 +53,30 @@ def _train(args) -> int:
     finally:
         dist.cleanup()
     return 0
+
+
+def _fid_monitor(cfg, device):
+    """FID of prior samples under the classifier expert, for ``train.eval_every`` (None when it is 0)."""
+    if not cfg.train.eval_every:
+        return None
+    from essence.idvae.data import load_images
+    from essence.idvae.evaluate import build_experts, fid, generate, get_classifier
+
+    dev = _device(device)
+    expert = build_experts(("classifier",), data=cfg.data, cfg=cfg.eval, device=dev,
+                           classifier=get_classifier(cfg.data, cfg.eval, device=dev)[0])["classifier"]
+    n = min(cfg.eval.samples, 2000)
+    real = expert(load_images(cfg.data, "test", limit=n)[0])
+
+    def monitor(model) -> dict:
+        labels = None
+        if model.conditional:
+            import torch
+
+            labels = torch.arange(n) % cfg.model.num_classes
+        return {"fid_classifier": fid(real, expert(generate(model, n, seed=99, labels=labels, device=dev)))}
+
+    return monitor
 
 
 def _load(args):
