@@ -129,7 +129,9 @@ def test_augment_jitter_and_blur_semantics():
     y = BatchAugment(AugmentConfig(**base, brightness=0.0, contrast=0.4))(x, torch.Generator().manual_seed(0))
     torch.testing.assert_close(y.mean((1, 2, 3)), x.mean((1, 2, 3)), rtol=0, atol=1e-5)
     # blur always on: a normalised kernel keeps a constant image constant and smooths an impulse
-    blur = BatchAugment(AugmentConfig(**base, brightness=0.0, contrast=0.0, blur_p=1.0, blur_kernel=5))
+    # (sigma >= 1 px: a sigma near 0.1 px rounds the kernel to a float32 delta, and the impulse would stay 1)
+    blur = BatchAugment(AugmentConfig(**base, brightness=0.0, contrast=0.0, blur_p=1.0, blur_kernel=5,
+                                      blur_sigma=(1.0, 2.0)))
     const = torch.full((2, 1, 16, 16), 0.3)
     torch.testing.assert_close(blur(const), const, rtol=0, atol=1e-6)
     imp = torch.zeros(1, 1, 16, 16)
