@@ -93,3 +93,14 @@ def test_reproduce_tiny_writes_report(tmp_path):
         assert all(lr in (0.03, 0.3, 3.0, 30.0) for lr in a["linear_lr"])   # from the grid, per arm
     assert len(summary["monitor"]["moco"]) >= 2   # the time-to-accuracy curve of the headline seed
     assert (run.dir / "runs" / "moco_seed0" / "checkpoints").is_dir()
+
+
+def test_plans_match_presets_and_standard_uses_full_splits():
+    from essence.moco.config import PRESETS
+
+    assert set(PLANS) == set(PRESETS.names())
+    std = PRESETS.build("standard")
+    assert std.eval.knn_bank == 0 and std.data.test_limit == 0 and std.data.train_limit == 0   # 60k bank, 10k test
+    assert len(PLANS["standard"].seeds) >= 2 and not PLANS["standard"].previews and PLANS["standard"].monitor > 0
+    assert PLANS["quick"].previews and PLANS["tiny"].previews
+    assert std.model.mlp and std.model.T == 0.2 and PRESETS.build("quick").model.T == 0.2    # v2: MLP with T 0.2
