@@ -3,10 +3,11 @@
     teacher_dir = train_teacher(cfg, run)               # MiniLM-L6 + MLM head, or a tiny BERT from scratch
     result = distill(cfg, run, teacher=teacher_dir)     # the triple loss; the student saved as DistilBertForMaskedLM
 
-Per optimizer step: the step's length-bucketed global batch (deterministic from (seed, epoch)), this process's
-rows, ``optim.accumulation`` micro-batches, each masked batch-wise (ceil 15% of its real tokens, count^-0.7,
-80/10/10) with a generator derived from (seed, step, rank, micro-batch); teacher forward without gradient, the
-triple loss, AdamW (betas 0.9/0.98, eps 1e-6), clipping at 5, linear warm-up over 5% then linear decay.
+Per optimizer step: the step's length-bucketed global batch (deterministic from (seed, epoch)), cut into
+processes x ``optim.accumulation`` chunks (chunk ``m * world + rank`` is this process's micro-batch ``m``, so
+two processes compute what one process with accumulation 2 computes), each masked batch-wise (ceil 15% of its
+real tokens, count^-0.7, 80/10/10) with a generator derived from (seed, step, chunk); teacher forward without
+gradient, the triple loss, AdamW (betas 0.9/0.98, eps 1e-6), clipping at 5, linear warm-up over 5% then linear decay.
 Checkpoints hold the student, AdamW, the schedule, the scaler and the step, so ``resume=`` continues exactly.
 """
 
@@ -173,13 +174,14 @@ def _loop(model, teacher, corpus: Corpus, cfg: DistilConfig, loss: LossConfig, *
                 epoch_cache.clear()
                 epoch_cache[epoch] = bucketed_batches(lengths, o.batch_size, seed=cfg.train.seed, epoch=epoch,
                                                       bucket=d.bucket)
-            rows = epoch_cache[epoch][step % per_epoch][rank::world]
+            rows = epoch_cache[epoch][step % per_epoch]
             parts_sum: dict[str, float] = {}
             total_loss = 0.0
             for m in range(o.accumulation):
-                seqs = [corpus.train[i] for i in rows[m * micro:(m + 1) * micro]]
+                j = m * world + rank           # chunk j of the global batch: one process with accumulation
+                seqs = [corpus.train[i] for i in rows[j * micro:(j + 1) * micro]]   # = DDP, same draws
                 ids, att = pad_batch(seqs, corpus.pad_id)
-                gen = step_generator(cfg.train.seed, step, 1000 * rank + m)
+                gen = step_generator(cfg.train.seed, step, j)
                 ids, labels = mask_tokens(ids, att, probs, mask_id=corpus.mask_id, vocab_size=vocab_size,
                                           mask_prop=d.mlm_mask_prop, pred_probs=(d.word_mask, d.word_keep,
                                                                                  d.word_rand), generator=gen)
