@@ -97,6 +97,9 @@ def main() -> None:
         "all", "common", "noise", "blur", "weather", "digital", "extra") else args.names.split(",")
     ic = load_imagecorruptions(patched=True)
     batch = images(args.batch)
+    from essence.core.precision import machine_line
+
+    print(machine_line() + " (corruptions run in float32: no autocast on either side)")
     print(f"essence vs imagecorruptions {imagecorruptions_version()} | {args.batch} x 224x224 RGB | device "
           f"{args.device} | torch threads {args.threads}")
     print(f"{'corruption':18s} {'essence img/s':>14s} {'imagecorr img/s':>16s} {'ratio':>8s}")
