@@ -308,3 +308,20 @@ def test_ddp_two_processes_equal_one_process_with_accumulation():
     # Adam turns rounding noise of near-zero gradients into small steps; a different batch split would move the
     # weights by as much as training does
     assert diff < 0.02 * moved
+
+
+def test_compact_vocabulary_retokenises_the_corpus_identically(tmp_path, monkeypatch):
+    from essence.distilbert.model import write_tokenizer
+    from essence.distilbert.train import corpus_for
+
+    monkeypatch.setenv("ESSENCE_CACHE", str(tmp_path / "cache"))
+    lines = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer",
+             "The slings and arrows of outrageous fortune,", "Or to take arms against a sea of troubles",
+             "And by opposing end them. To die: to sleep;", "a mattress.", "Unquestionably extraordinary!"] * 3
+    (tmp_path / "c.txt").write_text("\n".join(lines), encoding="utf-8")
+    cfg = PRESETS.build("tiny", [f"data.corpus={tmp_path / 'c.txt'}", "data.min_len=10", "data.limit=5"])
+    a = corpus_for(cfg)
+    write_tokenizer(tmp_path / "tok", a.vocab)
+    b = corpus_for(cfg, a.vocab, tmp_path / "tok")
+    assert a.train == b.train and a.heldout == b.heldout and len(a.train) == 5
+    assert all(len(s) >= 10 for s in a.train)

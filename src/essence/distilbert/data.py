@@ -80,9 +80,7 @@ def _encode(lines: list[str], tokenizer, max_len: int, min_len: int) -> list[lis
     out = []
     for ids in tokenizer(lines, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]:
         for i in range(0, max(len(ids), 1), body):
-            seq = [cls_id, *ids[i:i + body], sep_id]
-            if len(seq) >= min_len:
-                out.append(seq)
+            out.append([cls_id, *ids[i:i + body], sep_id])   # short ones are dropped after the vocabulary
     return out
 
 
@@ -106,7 +104,7 @@ def load_corpus(corpus: str, tokenizer, *, max_len: int, min_len: int, heldout_f
     stamp = None if corpus == "shakespeare" else [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in
                                                  (sorted(Path(corpus).rglob("*.txt")) if Path(corpus).is_dir()
                                                   else [Path(corpus)] if Path(corpus).exists() else [])]
-    key = cache_key("distilbert-corpus-1", key_src, stamp, max_len, min_len, heldout_fraction, len(tokenizer),
+    key = cache_key("distilbert-corpus-2", key_src, stamp, max_len, min_len, heldout_fraction, len(tokenizer),
                     tokenizer.name_or_path)
     cached = cache_dir("distilbert") / f"corpus-{key}.pt"
     if cached.exists():
@@ -135,16 +133,15 @@ def _tokenised(corpus, tokenizer, max_len, min_len, heldout_fraction):
 
 
 def _finish(corpus, tokenizer, train, held, *, min_len, limit, heldout_limit, vocab) -> Corpus:
-    if limit:
-        train = train[:limit]
-    if heldout_limit:
-        held = held[:heldout_limit]
+    every = train + held
+    train = [x for x in train if len(x) >= min_len]
+    held = [x for x in held if len(x) >= min_len]
     if not train:
         raise ValueError(f"corpus {corpus}: no training sequence of >= {min_len} tokens (data.min_len)")
     full_vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIALS}
-    if vocab is None:
-        vocab, remap = compact_vocab(train + held, full_vocab, special)
+    if vocab is None:   # over the whole corpus (before the limits): its own tokenizer re-tokenises it identically
+        vocab, remap = compact_vocab(every, full_vocab, special)
     else:
         index = {tok: i for i, tok in enumerate(vocab)}
         missing = [name for name in SPECIALS if name not in index]
@@ -152,8 +149,8 @@ def _finish(corpus, tokenizer, train, held, *, min_len, limit, heldout_limit, vo
             raise ValueError(f"the teacher's vocabulary lacks the special tokens {missing}")
         unk = index["[UNK]"]
         remap = {t: index.get(tok, unk) for t, tok in enumerate(full_vocab)}
-    train = [[remap[t] for t in s] for s in train]
-    held = [[remap[t] for t in s] for s in held]
+    train = [[remap[t] for t in s] for s in (train[:limit] if limit else train)]
+    held = [[remap[t] for t in s] for s in (held[:heldout_limit] if heldout_limit else held)]
     counts = torch.zeros(len(vocab), dtype=torch.float64)
     for s in train:
         counts.index_add_(0, torch.tensor(s), torch.ones(len(s), dtype=torch.float64))

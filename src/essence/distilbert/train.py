@@ -96,8 +96,9 @@ class DistillResult:
     output: Path | None = None               # the saved Hugging Face directory
 
 
-def corpus_for(cfg: DistilConfig, vocab: list[str] | None = None) -> Corpus:
-    """The configured corpus, tokenised with the MiniLM WordPiece tokenizer (onto ``vocab`` when given)."""
+def corpus_for(cfg: DistilConfig, vocab: list[str] | None = None, tokenizer: str | Path | None = None) -> Corpus:
+    """The configured corpus, tokenised with ``tokenizer`` (a directory: a teacher's own tokenizer) or else the
+    MiniLM uncased WordPiece tokenizer, and mapped onto ``vocab`` by piece when given."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,7 +106,7 @@ def corpus_for(cfg: DistilConfig, vocab: list[str] | None = None) -> Corpus:
 
     from essence.pretrained.minilm import minilm_dir
 
-    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer or minilm_dir()))
     d = cfg.data
     return load_corpus(d.corpus, tok, max_len=d.max_len, min_len=d.min_len, heldout_fraction=d.heldout_fraction,
                        limit=d.limit, heldout_limit=d.heldout_limit, vocab=vocab)
@@ -261,7 +262,9 @@ def distill(cfg: DistilConfig, run: Run | None = None, *, teacher: str | Path | 
     else:
         teacher_dir, t_model, vocab = None, teacher, None
     if corpus is None:
-        corpus = corpus_for(cfg, vocab)
+        own = teacher_dir is not None and any((teacher_dir / f).exists() for f in ("tokenizer.json",
+                                                                                   "tokenizer_config.json"))
+        corpus = corpus_for(cfg, vocab, teacher_dir if own else None)
     s = cfg.student
     student = student_from_teacher(t_model, layers=s.layers, n_layers=s.n_layers, init=s.init,
                                    fold_token_type=s.fold_token_type, seed=cfg.train.seed)
