@@ -325,3 +325,18 @@ def test_compact_vocabulary_retokenises_the_corpus_identically(tmp_path, monkeyp
     b = corpus_for(cfg, a.vocab, tmp_path / "tok")
     assert a.train == b.train and a.heldout == b.heldout and len(a.train) == 5
     assert all(len(s) >= 10 for s in a.train)
+
+
+def test_mlm_scores_use_identical_targets_and_time_models_runs():
+    from essence.distilbert.evaluate import mlm_scores, time_models
+
+    corpus, teacher = _corpus(), _teacher(4)
+    twin = student_from_teacher(teacher, layers="0,1,2,3", n_layers=4)
+    a = mlm_scores(teacher, corpus, batch_size=8, precision="fp32")
+    b = mlm_scores(twin, corpus, batch_size=8, precision="fp32")
+    assert np.array_equal(a["sentence"], b["sentence"]) and np.array_equal(a["correct"], b["correct"])
+    assert np.allclose(a["nll"], b["nll"], atol=1e-4)
+    assert a["correct"].size == sum(math.ceil(0.15 * sum(len(s) for s in corpus.heldout[i:i + 8]))
+                                    for i in range(0, len(corpus.heldout), 8))
+    t = time_models({"t": teacher, "s": student_from_teacher(teacher)}, V, sentences=2, batches=1, precision="fp32")
+    assert t["t"]["batch1"].shape == (2,) and t["s"]["batch32"].shape == (1,)

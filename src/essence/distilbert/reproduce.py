@@ -98,7 +98,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     report = Report(run, title="DistilBERT", paper=PAPER, preset=preset, method="distilbert")
     if cfg.teacher.path:
         teacher, vocab = load_teacher(cfg.teacher.path)
-        corpus = corpus_for(cfg, vocab)
+        corpus = corpus_for(cfg, vocab, cfg.teacher.path)
     else:
         _, teacher, corpus = train_teacher(cfg, run, device=device, progress=False)
     prec = cfg.train.precision
