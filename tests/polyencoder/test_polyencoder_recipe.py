@@ -279,3 +279,25 @@ def test_rerank_k_below_k_reorders_only_the_head(runs):
     got = ranker.rank("who is there", k=6, rerank_k=2)
     assert {t for t, _ in got[:2]} == {t for t, _ in first[:2]}       # the head re-ordered by the cross-encoder
     assert got[2:] == first[2:]                                        # the rest keep their first-stage order
+
+
+def test_rank_reads_many_contexts_from_a_file(runs, tmp_path, capsys, monkeypatch):
+    import io
+    import json
+
+    from essence.polyencoder.cli import main
+    from essence.polyencoder.index import Ranker
+
+    ranker = Ranker.from_run(runs / "poly")
+    ranker.build_index([p.response for p in _pairs(10, 4)])
+    idx = ranker.save_index(tmp_path / "i.safetensors")
+    (tmp_path / "ctx.txt").write_text("\ufeffwho is there\n\nhello || how are you\n")
+    assert main(["rank", "--index", str(idx), "--contexts-file", str(tmp_path / "ctx.txt"), "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 2 and all(len(r) == 2 for r in out)
+    assert [c["candidate"] for c in out[0]] == [t for t, _ in ranker.rank("who is there", k=2)]
+    monkeypatch.setattr("sys.stdin", io.StringIO("who is there\n"))
+    assert main(["rank", "--index", str(idx), "--contexts-file", "-", "-k", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert main(["rank", "--index", str(idx)]) == 2                      # no contexts at all: one-line error
+    assert "needs contexts" in capsys.readouterr().err

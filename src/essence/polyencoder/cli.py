@@ -5,6 +5,7 @@
     essence polyencoder evaluate --zero-shot minilm          # the untrained encoder, as sentence-transformers uses it
     essence polyencoder index --model runs/poly16 --candidates responses.txt -o cands.safetensors
     essence polyencoder rank --index cands.safetensors "Who's there?" -k 5
+    essence polyencoder rank --index cands.safetensors --contexts-file contexts.txt --json   # many, one model load
     essence polyencoder reproduce [--preset quick]
 """
 
@@ -51,6 +52,23 @@ def read_candidates(path: str | Path) -> list[str]:
     return out
 
 
+def _read_contexts(path: str) -> list[str]:
+    """Contexts, one per non-empty line, from a UTF-8 file or stdin (``-``)."""
+    import sys
+
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"contexts file not found: {p}")
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{p} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    return [line.strip() for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+
+
 def _build_parser():
     parser, sub = method_parser("polyencoder", "Poly-encoders (Humeau et al. 2019): bi-, poly- and "
                                                "cross-encoders on any Hugging Face encoder, with a retrieval tool.")
@@ -77,7 +95,9 @@ def _build_parser():
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("rank", help="top-k candidates of an index for one or more contexts")
     p.add_argument("--index", required=True)
-    p.add_argument("context", nargs="+", help="one or more contexts; separate the turns of one context with ' || '")
+    p.add_argument("context", nargs="*", help="one or more contexts; separate the turns of one context with ' || '")
+    p.add_argument("--contexts-file", default=None, help="read contexts from this file, one per line ('-': stdin), "
+                   "all ranked with one model load")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--model", default=None, help="run to score with (default: the run recorded in the index)")
     p.add_argument("--rerank", default=None, help="a cross-encoder run that re-ranks the top --rerank-k")
@@ -131,8 +151,12 @@ def main(argv: list[str]) -> int:
         if args.command == "rank":
             from essence.polyencoder.index import Ranker
 
+            raw = list(args.context) + (_read_contexts(args.contexts_file) if args.contexts_file else [])
+            if not raw:
+                raise UsageError("rank needs contexts: as arguments or with --contexts-file FILE ('-' for stdin)")
+            args.context = raw
             ranker = Ranker.from_index(args.index, run=args.model, device=args.device, rerank_run=args.rerank)
-            contexts = [tuple(t.strip() for t in c.split(" || ")) if " || " in c else c for c in args.context]
+            contexts = [tuple(t.strip() for t in c.split(" || ")) if " || " in c else c for c in raw]
             found = ranker.rank_batch(contexts, args.k, rerank_k=args.rerank_k if args.rerank else 0)
             if args.json:
                 print(json.dumps([[{"candidate": t, "score": s} for t, s in f] for f in found], indent=1))
