@@ -340,3 +340,25 @@ def test_mlm_scores_use_identical_targets_and_time_models_runs():
                                     for i in range(0, len(corpus.heldout), 8))
     t = time_models({"t": teacher, "s": student_from_teacher(teacher)}, V, sentences=2, batches=1, precision="fp32")
     assert t["t"]["batch1"].shape == (2,) and t["s"]["batch32"].shape == (1,)
+
+
+def test_finetune_tsv_and_unknown_labels(tmp_path):
+    from essence.distilbert.finetune import finetune, read_tsv
+
+    corpus = _corpus()
+    g = np.random.default_rng(0)
+    rows = []
+    for _ in range(48):
+        label = "pos" if g.random() < 0.5 else "neg"
+        words = [f"w{int(x)}" for x in g.integers(10, 50, 6)] + (["w1"] if label == "pos" else ["w2"])
+        rows.append(" ".join(words) + "\t" + label)
+    (tmp_path / "train.tsv").write_text("\n".join(rows[:32]))
+    (tmp_path / "test.tsv").write_text("\n".join(rows[32:]))
+    teacher = _teacher(2)
+    save_model(student_from_teacher(teacher), tmp_path / "student", corpus.vocab)
+    res = finetune(tmp_path / "student", tmp_path / "train.tsv", tmp_path / "test.tsv", seeds=(0, 1), epochs=1,
+                   batch=8, precision="fp32")
+    assert res["labels"] == ["neg", "pos"] and res["correct"].shape == (2, 16)
+    (tmp_path / "bad.tsv").write_text("w3 w4\tneutral\n")
+    with pytest.raises(ValueError, match="unknown label 'neutral'"):
+        read_tsv(tmp_path / "bad.tsv", ["neg", "pos"])

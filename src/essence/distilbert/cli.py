@@ -1,4 +1,4 @@
-"""``essence distilbert teacher | distill | evaluate | reproduce``.
+"""``essence distilbert teacher | distill | evaluate | finetune | reproduce``.
 
     essence distilbert teacher --preset quick --out runs/t     # MiniLM-L6 + MLM head -> runs/t/teacher
     essence distilbert distill --teacher runs/t/teacher --preset quick   # -> <run>/student (DistilBertForMaskedLM)
@@ -6,6 +6,7 @@
     torchrun --nproc_per_node=2 -m essence distilbert distill --teacher DIR --preset tiny --device cpu
     essence distilbert distill --resume runs/distilbert/<run>            # continue exactly
     essence distilbert evaluate <run>/student --teacher DIR              # held-out MLM accuracy / perplexity
+    essence distilbert finetune <run>/student --train train.tsv --test test.tsv   # text<TAB>label, 3 seeds
     essence distilbert reproduce --preset standard                       # the paper's claims, with a report
 """
 
@@ -93,6 +94,19 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from essence.core.stats import mean_ci
+    from essence.distilbert.finetune import finetune
+
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    res = finetune(args.model, args.train, args.test, seeds=seeds, epochs=args.epochs, lr=args.lr,
+                   batch=args.batch, device=args.device)
+    est = mean_ci(res["accuracy"], unit="seeds")
+    print(json.dumps({"labels": res["labels"], "accuracy_per_seed": res["accuracy"],
+                      "accuracy": est.value, "ci95": [est.low, est.high]}, indent=2))
+    return 0
+
+
 def _reproduce(args) -> int:
     from essence.cli import reproduce_method
 
@@ -118,8 +132,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-len", type=int, default=64)
     p.add_argument("--limit", type=int, default=0, help="first N held-out sequences (0 = all)")
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("finetune", help="fine-tune a teacher or student on a labelled TSV (text<TAB>label)")
+    p.add_argument("model", help="BertForMaskedLM or DistilBertForMaskedLM directory")
+    p.add_argument("--train", required=True, help="training TSV")
+    p.add_argument("--test", required=True, help="test TSV (labels must occur in the training TSV)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="cpu")
     p = sub.add_parser("reproduce", help="check the paper's claims at small scale and write a report")
     add_run_args(p)
     args = parser.parse_args(argv)
-    fn = {"teacher": _teacher, "distill": _distill, "evaluate": _evaluate, "reproduce": _reproduce}[args.command]
+    fn = {"teacher": _teacher, "distill": _distill, "evaluate": _evaluate, "finetune": _finetune,
+          "reproduce": _reproduce}[args.command]
     return run_cli(lambda: fn(args))
