@@ -219,7 +219,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         f"Data: Bach chorales from the music21 corpus (fixed split by chorale). Training: {len(train_items)} "
         f"renders ({secs(train_items):.0f} s) with {dc.soundfont or 'TimGM6mb'}, random instruments from the "
         f"training pools, tempo, transposition and velocity (augment: {dc.augment}). Validation / test: "
-        f"{len(val_items)} / {len(test_items)} chorales ({secs(val_items):.0f} s / {secs(test_items):.0f} s) "
+        f"{len(val_items)} / {len(test_items)} clips from {dc.n_validation} / {dc.n_test} chorales "
+        f"({secs(val_items):.0f} s / {secs(test_items):.0f} s) "
         f"rendered with {eval_sf}, "
         + ("instruments drawn from pools disjoint from the training pools (out of domain)" if held_out else
            "the Bach10 instruments at 90 BPM (the training pools contain them: in-domain timbres)")
