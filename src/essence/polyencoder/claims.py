@@ -99,8 +99,8 @@ def judge(m: Measured) -> list[ClaimResult]:
         ds = [decide(hierarchical_difference(_m(m.hits[p]), _m(m.hits["bi"]), unit="contexts")) for p in polys]
         out.append(ClaimResult(
             f"Poly-encoder >= bi-encoder ({key}; Table 4: 86.3-86.8 vs 84.8)", ds, combine(ds),
-            ", ".join(f"{p} {_pct(m.hits[p])}" for p in polys) + f"; bi {_pct(m.hits['bi'])}",
-            name="poly - bi"))
+            ", ".join(f"{p} {_pct(m.hits[p])}" for p in polys) + f"; bi {_pct(m.hits['bi'])}; the effects, in "
+            f"order: " + ", ".join(f"{p} - bi" for p in polys), name="effect"))
     if m.cross_hits is not None and polys:
         p = polys[-1]
         n = _m(m.cross_hits).shape[1]
@@ -156,7 +156,7 @@ def judge(m: Measured) -> list[ClaimResult]:
                   decide(hierarchical_difference(_m(s["cross"]), _m(s[big]), unit="contexts"))]
             out.append(ClaimResult(
                 f"Synthetic interaction task (card §7.2): accuracy orders bi < {big} < cross at equal budgets",
-                ds, combine(ds), table, name=f"{big} - bi; cross - {big}"))
+                ds, combine(ds), f"{table}; the two effects: {big} - bi, then cross - {big}", name="effect"))
         if len(syn_polys) > 1:
             small, big = syn_polys[0], syn_polys[-1]
             d = decide(hierarchical_difference(_m(s[big]), _m(s[small]), unit="contexts"))
