@@ -167,7 +167,7 @@ class Report:
         path = self.run.dir / "report.md"
         self.finished = time.time()
         path.write_text(self.markdown())
-        summary = {
+        reserved = {
             "method": self.method,
             "title": self.title,
             "paper": self.paper,
@@ -177,8 +177,11 @@ class Report:
             "claims": [asdict(c) for c in self.claims],
             "seconds": round((self.finished or time.time()) - self.started, 1),
             "precision": self.run.precision or self.precision,
-            **self.summary,
         }
+        clash = sorted(set(self.summary) & set(reserved))
+        if clash:
+            raise ValueError(f"add_summary keys {clash} are reserved for the report itself; use other names")
+        summary = {**reserved, **self.summary}
         self.run.write_summary(summary)
         return path
 
