@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from polyencoder_helpers import make_tiny_encoder
 
 from essence.core.runs import Run
+from essence.core.testing import assert_within_float32_error as _assert_within_float32_error
 from essence.polyencoder.config import DataConfig, ModelConfig, OptimConfig, PolyEncoderConfig, TrainConfig
 from essence.polyencoder.data import DialoguePair
 from essence.polyencoder.index import IndexMismatchError, Ranker
@@ -173,27 +174,6 @@ def _one_big_batch_grads(enc, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     loss = _bi_poly_loss(_JointForward(model), TextBatcher(tok, 16, 12), _pairs(8), torch.device("cpu"), gather=True)
     loss.backward()
     return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-
-
-def _assert_within_float32_error(got, ref32, ref64, *, what: str, names=None, factor: float = 8.0) -> None:
-    """Each tensor of ``got`` (float32, from the processes) equals the exact value up to float32 rounding error.
-
-    The processes sum the same terms as one process does, in another order (per process, then across processes),
-    which changes the float32 result by rounding error only. That error is measured for this computation, not
-    guessed: the distance of the one-process float32 result ``ref32`` to the same computation in float64
-    (``ref64``). ``got`` must lie within ``factor`` times (that error + float32 eps x the largest magnitude, the
-    resolution of float32 where the error rounds to 0) of the float64 result. A wrong gradient (a missing
-    negative, a wrong average) is off by orders of magnitude more.
-    """
-    eps = torch.finfo(torch.float32).eps
-    scale = max(float(r.abs().max()) for r in ref64)
-    for i, (g, r32, r64) in enumerate(zip(got, ref32, ref64, strict=True)):
-        err32 = float((r32.double() - r64).abs().max())
-        diff = float((g.double() - r64).abs().max())
-        tol = factor * (err32 + eps * scale)
-        label = names[i] if names else i
-        assert diff <= tol, (f"{what} {label}: |processes - float64| = {diff:.3g} > {tol:.3g} = {factor:g} x "
-                             f"(float32 error {err32:.3g} + eps x {scale:.3g})")
 
 
 def test_ddp_gathered_negatives_equal_one_big_batch(enc):
