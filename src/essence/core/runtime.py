@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "set_deterministic", "default_num_threads"]
+__all__ = ["seed_everything", "resolve_device", "set_deterministic", "default_num_threads", "step_generator",
+           "shard_indices"]
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
@@ -70,3 +72,21 @@ def default_num_threads() -> int:
     """Threads for intra-op parallelism: all cores, divided among the local processes under torchrun."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, (os.cpu_count() or 1) // local_world)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator derived from (seed, step, stream): every random draw of a training step is reproducible, so
+    a resumed run draws exactly what the uninterrupted run would have drawn, on any number of processes. Use a
+    different ``stream`` for each independent draw of a step (augmentation per rank, noise, a shared permutation)."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+
+
+def shard_indices(n: int, step: int, steps_per_epoch: int, batch: int, seed: int, rank: int = 0,
+                  world: int = 1) -> torch.Tensor:
+    """This process's ``batch`` sample indices for global step ``step``: a fresh permutation of ``n`` per epoch
+    (drop_last), the global batch ``batch * world`` split into contiguous per-rank slices."""
+    epoch, i = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=step_generator(seed, epoch, 1_000_000))
+    start = i * batch * world + rank * batch
+    return perm[start:start + batch]

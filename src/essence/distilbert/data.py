@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from essence.core.runtime import step_generator  # noqa: F401  (re-exported)
 from essence.data.cache import cache_dir, cache_key
 
 __all__ = ["Corpus", "load_corpus", "read_text_lines", "compact_vocab", "token_probs", "mask_tokens",
@@ -209,8 +210,3 @@ def bucketed_batches(lengths: list[int], batch_size: int, *, seed: int, epoch: i
     batches = [idx[i:i + batch_size] for i in range(0, len(idx) - batch_size + 1, batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    """A generator for one (seed, step, stream): a resumed run draws exactly what it would have drawn."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + stream)

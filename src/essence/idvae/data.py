@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from essence.core.runtime import shard_indices, step_generator
 from essence.data import load_fashion_mnist
 from essence.idvae.config import DataConfig
-from essence.moco.data import shard_indices, step_generator
 
 __all__ = ["load_images", "to_model_range", "to_unit_range", "to_uint8", "read_images", "write_images",
            "step_generator", "shard_indices", "image_grid"]

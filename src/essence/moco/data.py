@@ -10,13 +10,13 @@ code) with :class:`~essence.nn.augment.BatchAugment`, on the device the model ru
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from essence.core.runtime import shard_indices, step_generator  # noqa: F401  (re-exported)
 from essence.data import load_fashion_mnist
 from essence.moco.config import DataConfig
 from essence.nn.augment import AugmentConfig, BatchAugment
@@ -134,23 +134,6 @@ def load_numpy_images(path: str | Path, split: str = "train", *, size: int = 0) 
     if len(labels) != len(x):
         raise ValueError(f"{path}: {len(x)} images but {len(labels)} labels")
     return _resize_uint8(torch.from_numpy(np.ascontiguousarray(x)), size), torch.from_numpy(labels.astype(np.int64))
-
-
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    """A CPU generator derived from (seed, step, stream): every random draw of a step is reproducible, so a
-    resumed run draws exactly what the uninterrupted run would have drawn, on any number of processes."""
-    digest = hashlib.blake2b(f"{seed}/{step}/{stream}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-
-
-def shard_indices(n: int, step: int, steps_per_epoch: int, batch: int, seed: int, rank: int = 0,
-                  world: int = 1) -> torch.Tensor:
-    """This process's indices for global step ``step``: a fresh permutation per epoch (drop_last), the global
-    batch ``batch * world`` split into contiguous per-rank slices."""
-    epoch, i = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=step_generator(seed, epoch, 1_000_000))
-    start = i * batch * world + rank * batch
-    return perm[start:start + batch]
 
 
 class TwoViews:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from essence.core.runtime import step_generator  # noqa: F401  (re-exported)
 from essence.stylegan2.config import DataConfig
 
 __all__ = ["load_images", "load_fashion_mnist32", "load_folder", "load_numpy", "to_signed", "to_uint8",
@@ -133,9 +134,3 @@ def to_signed(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] (clamped) -> uint8 [0, 255]."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator for one (seed, step, stream): every random draw of a step is reproducible on resume."""
-    state = int(np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(1, np.uint64)[0])
-    return torch.Generator().manual_seed(state & ((1 << 63) - 1))
