@@ -144,7 +144,7 @@ class Report:
             f"**Preset:** `{self.preset}`  ",
             f"**Run directory:** `{self.run.dir}`  ",
             f"**Wall time:** {elapsed:.0f} s  ",
-            f"**Machine:** {machine_line()}  ",
+            f"**Machine:** {machine_line(precision='auto')}  ",
             *([f"**Precision:** {precision}  "] if precision else []),
             f"**Overall verdict:** {self.verdict}",
             "",
