@@ -131,3 +131,13 @@ def test_report_claim_takes_its_verdict_from_the_decision(tmp_path):
     assert summary["claims"][0]["decisions"][0]["estimate"]["n"] == 2000
     assert summary["verdict_counts"] == {"reproduced": 1, "not reproduced": 1}
     assert "**Machine:**" in (run.dir / "report.md").read_text()
+
+
+def test_spearman_on_a_handful_of_points_follows_the_exact_permutation_test():
+    # 4 points in perfect order: exact two-sided p = 2/24 = 0.083, so nothing is decided
+    four = S.spearman([1, 2, 3, 4], [10, 20, 30, 40])
+    assert four.extra["p_value"] == pytest.approx(2 / 24)
+    assert S.decide(four).verdict == S.INCONCLUSIVE
+    # 5 points: p = 2/120 = 0.017 < 0.05, the interval excludes 0
+    five = S.spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert five.extra["p_value"] == pytest.approx(2 / 120) and five.low > 0
