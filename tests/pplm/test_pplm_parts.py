@@ -1,0 +1,129 @@
+"""PPLM parts: discriminator training, metrics, the independent judge, ranking, offline resources, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from essence.pplm import PRESETS, BagOfWords, tiny_lm
+from essence.pplm.config import DiscrimConfig
+from essence.pplm.evaluate import KeywordJudge, dist_n, dist_scores, highlight, perplexity, rerank
+from essence.pplm.lm import lm_forward
+from essence.pplm.train import mean_embeddings, train_discriminator
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm(seed=0)
+
+
+def test_discriminator_training_lowers_loss(lm):
+    rows = [(f"I love this wonderful happy day {i}", "pos") for i in range(24)]
+    rows += [(f"I hate this awful sad day {i}", "neg") for i in range(24)]
+    res = train_discriminator(lm, rows, DiscrimConfig(epochs=30, lr=1e-2, batch_size=8, test_fraction=0.25))
+    assert res.train_loss[-1] < 0.5 * res.train_loss[0]
+    assert res.test_accuracy >= 0.9 and res.test_n == 12
+    assert res.discriminator.classes == ["neg", "pos"] and res.discriminator.fingerprint == lm.fingerprint
+
+
+def test_mean_embeddings_mask_padding(lm):
+    """A short text's mean in a padded batch equals its mean alone (the pad id is a real token, so it is masked)."""
+    texts = ["The lake", "The lake was calm and the sky was clear today"]
+    feats, idx = mean_embeddings(lm, texts)
+    alone, _ = mean_embeddings(lm, texts[:1])
+    assert idx == [0, 1]
+    torch.testing.assert_close(feats[0], alone[0], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        _, _, h = lm_forward(lm.model, torch.tensor([lm.encode(texts[0])]), hidden=True)
+    torch.testing.assert_close(feats[0], h[0].mean(0), atol=1e-5, rtol=0)
+
+
+def test_discriminator_needs_two_classes(lm):
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        train_discriminator(lm, [("a b c", "x"), ("d e f", "x")])
+
+
+def test_dist_n_definition():
+    assert dist_n([1, 2, 1, 2], 1) == 0.5
+    assert dist_n([1, 2, 1, 2], 2) == pytest.approx(2 / 3)
+    assert dist_n([1], 2) == 0.0
+    d = dist_scores(torch.tensor([[1, 1, 1], [1, 2, 3]]))
+    assert d["dist1"] == [pytest.approx(1 / 3), 1.0] and d["dist3"] == [1.0, 1.0]
+    with pytest.raises(ValueError):
+        dist_n([1, 2], 0)
+
+
+def test_perplexity_matches_direct_nll(lm):
+    ids = torch.tensor([lm.encode("The lake was calm and the sky")])
+    with torch.no_grad():
+        lp = lm.model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+    nll = -lp[torch.arange(3, ids.shape[1] - 1), ids[0, 4:]].mean()
+    assert perplexity(lm, ids, prompts=4)[0] == pytest.approx(float(nll.exp()), rel=1e-5)
+
+
+def test_keyword_judge_and_highlight():
+    judge = KeywordJudge(["planet", "black hole", "orbit"])
+    assert judge.hits("The planets orbit a black hole.") == 3
+    assert judge.relevant(["a black hole", "a cat"]) == [1.0, 0.0]
+    assert judge.rate(["planet cat cat cat"]) == [25.0]
+    assert highlight("Planets and cats", ["planet"], color=False) == "[Planets] and cats"
+    with pytest.raises(ValueError, match="empty lexicon"):
+        KeywordJudge([" "])
+
+
+def test_rerank_prefers_attribute_and_filters_repetition(lm):
+    bow = BagOfWords(["the", "and", "was"], lm.tokenizer, multi_token="drop")
+    p = lm.encode("The lake")
+    the = lm.tokenizer.encode(" the", add_special_tokens=False)[0]
+    rep = p + [the] * 6                                         # bag word, but degenerate: Dist-2 = 0.2
+    ok = p + lm.tokenizer.encode(" the lake and the sky was", add_special_tokens=False)[:6]
+    other = p + lm.tokenizer.encode(" potato grows in field of", add_special_tokens=False)[:6]
+    n = min(len(rep), len(ok), len(other))
+    ids = torch.tensor([rep[:n], other[:n], ok[:n]])
+    scores = bow.sequence_score(lm, ids, len(p))
+    assert int(scores.argmax()) in (0, 2)
+    assert rerank(lm, bow, ids, len(p), dist_threshold=0.5) == 2 - (0 if float(scores[2]) >= float(scores[1]) else 1)
+
+
+def test_presets_valid_and_auto_precision():
+    for name in ("quick", "standard", "paper"):
+        cfg = PRESETS.build(name)
+        assert cfg.lm.precision == "auto"
+    assert PRESETS.build("tiny").lm.source == "tiny"
+    with pytest.raises(ValueError, match="generate.gm_scale"):
+        PRESETS.build("quick", ["generate.gm_scale=1.5"])
+    with pytest.raises(ValueError, match="bow.multi_token"):
+        PRESETS.build("quick", ["bow.multi_token=all"])
+
+
+def test_resources_offline():
+    from essence.pplm import data
+
+    with pytest.raises(ValueError, match="did you mean 'science'"):
+        data.topic_words("sciense")
+    try:
+        words = data.topic_words("science")
+        judge = data.judge_words("science", exclude=words)
+    except FileNotFoundError as err:
+        assert "install" in str(err).lower()
+        pytest.skip("empath sdist / WordNet not installed")
+    assert len(words) > 50 and not set(judge) & {w.lower() for w in words}
+    space = data.topic_words("space")
+    assert "astronaut" in space or "astronomer" in space
+
+
+def test_user_word_list_and_tsv(tmp_path):
+    from essence.pplm import data
+
+    f = tmp_path / "bag.txt"
+    f.write_text("rocket\n\nmoon\n")
+    assert data.topic_words(str(f)) == ["rocket", "moon"]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        data.topic_words(str(tmp_path / "empty.txt"))
+    t = tmp_path / "d.tsv"
+    t.write_text("good day\tpos\nbad day\tneg\n")
+    assert data.load_tsv(t) == [("good day", "pos"), ("bad day", "neg")]
+    t.write_text("no label here\n")
+    with pytest.raises(ValueError, match="text<TAB>label"):
+        data.load_tsv(t)
