@@ -56,7 +56,7 @@ for _info in [
                "distilbert.md", "text", True),
     MethodInfo("pplm", "pplm", "PPLM", "Dathathri et al., ICLR 2020",
                "Dathathri et al. Plug and Play Language Models: A Simple Approach to Controlled Text Generation. "
-               "ICLR 2020", "pplm.md", "text", False),
+               "ICLR 2020", "pplm.md", "text", True),
     MethodInfo("deep_salience", "deep-salience", "Deep Salience", "Bittner et al., ISMIR 2017",
                "Bittner, McFee, Salamon, Li, Bello. Deep Salience Representations for F0 Estimation in "
                "Polyphonic Music. ISMIR 2017", "deep_salience.md", "audio", True),

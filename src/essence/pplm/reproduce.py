@@ -1,0 +1,230 @@
+"""``essence pplm reproduce``: bag-of-words control on SmolLM2-135M, judged independently, with 95% intervals.
+
+Units are (prefix, topic) pairs; every arm generates ``repro.samples`` samples per unit from the same seeds.
+
+(a) Table 5.1's ablation order **B < BR < BC <= BCR** in attribute relevance. B: plain top-k samples (the mean over
+    the r samples, i.e. one random sample); BR: the best of those r by the attribute model's log p(a|x) after a
+    Dist-2 filter; BC: PPLM samples (mean over r); BCR: the best PPLM sample. Relevance is scored by an
+    **independent keyword judge**: WordNet lemmas of the topic that are *not* in the steering bag (hits per 100
+    words). Paired over units (Student t / bootstrap).
+(b) Fluency: at the recipe's step size perplexity stays within ``1.5x`` of B (log-ratio < log 1.5) and Dist-2
+    within 0.1; at a large step size, and without KL and fusion (kl_scale 0, gm_scale 1), Dist-2 drops below the
+    recipe's. Perplexity is under the unperturbed base LM unless ``lm.judge_lm`` names another one (caveat: the
+    base LM scores its own plain samples favourably).
+(c) Relevance rises with step size: Spearman's rho over (step size, unit) points of the steering-bag rate, and
+    the largest step size beats step size 0 on the judge.
+(d) Cost per token as a multiple of plain decoding for 1, 3, 10 iterations (the card expects ~(m + 2) forwards +
+    m backwards): the cost rises with m (Welch over repeats).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from essence.core.progress import console
+from essence.core.report import INCONCLUSIVE, Report
+from essence.core.runs import Run
+from essence.core.stats import Decision, decide, difference, paired_difference, spearman
+from essence.pplm.config import PRESETS
+
+__all__ = ["reproduce", "Measured", "judge", "PAPER"]
+
+PAPER = ("Dathathri, Madotto, Lan, Hung, Frank, Molino, Yosinski, Liu. Plug and Play Language Models: A Simple "
+         "Approach to Controlled Text Generation. ICLR 2020 (arXiv 1912.02164)")
+PAPER_ABLATION = {"B": 11.1, "BR": 15.8, "BC": 46.9, "BCR": 51.7}   # % relevant, all 7 BoW topics (human)
+
+
+@dataclass
+class Measured:
+    """Per-unit scores (arrays over the same (prefix, topic) units) and cost timings."""
+
+    judge: dict[str, np.ndarray]                          # B / BR / BC / BCR -> judge hits per 100 words
+    dist2: dict[str, np.ndarray]                          # B / BC / large / no_kl_fusion -> mean Dist-2
+    logppl: dict[str, np.ndarray]                         # same arms -> mean log perplexity
+    sweep: dict[float, np.ndarray]                        # step size -> steering-bag hits per 100 words
+    sweep_judge: dict[float, np.ndarray] = field(default_factory=dict)
+    cost: dict[int, list[float]] = field(default_factory=dict)   # iterations -> seconds per token (repeats)
+    plain_cost: list[float] = field(default_factory=list)
+
+
+def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> list[tuple[str, list[Decision], str]]:
+    """(claim, decisions, evidence) for every claim the measurements can decide."""
+    out = []
+    j = m.judge
+    ds = [decide(paired_difference(j["BR"], j["B"], unit="units"), direction="greater"),
+          decide(paired_difference(j["BC"], j["BR"], unit="units"), direction="greater"),
+          decide(paired_difference(j["BCR"], j["BC"], unit="units"), direction="greater")]
+    out.append(("(a) Table 5.1: attribute relevance B < BR < BC <= BCR (bag-of-words topics; independent judge)", ds,
+                "judge hits per 100 words: " + ", ".join(f"{a} {j[a].mean():.2f}" for a in ("B", "BR", "BC", "BCR"))
+                + " (paper, % relevant by humans: " + ", ".join(f"{k} {v}" for k, v in PAPER_ABLATION.items())
+                + "); effects BR-B, BC-BR, BCR-BC"))
+    ds = [decide(paired_difference(m.logppl["BC"], m.logppl["B"], unit="units"), direction="less",
+                 margin=math.log(ppl_ratio)),
+          decide(paired_difference(m.dist2["BC"], m.dist2["B"], unit="units"), direction="greater",
+                 margin=-dist_margin)]
+    out.append((f"(b1) at the recipe's step size fluency stays near B: perplexity within {ppl_ratio:g}x, Dist-2 within "
+                f"{dist_margin:g}", ds,
+                f"perplexity B {np.exp(m.logppl['B']).mean():.1f}, BC {np.exp(m.logppl['BC']).mean():.1f}; Dist-2 B "
+                f"{m.dist2['B'].mean():.3f}, BC {m.dist2['BC'].mean():.3f}; effects log(ppl BC/B), Dist-2 BC-B"))
+    ds = [decide(paired_difference(m.dist2["BC"], m.dist2[arm], unit="units"), direction="greater")
+          for arm in ("large", "no_kl_fusion") if arm in m.dist2]
+    if ds:
+        out.append(("(b2) fluency degrades at a large step size and without the KL term and fusion (Dist-2 drops)", ds,
+                    "Dist-2: " + ", ".join(f"{a} {v.mean():.3f}" for a, v in m.dist2.items()) + "; perplexity: "
+                    + ", ".join(f"{a} {np.exp(v).mean():.1f}" for a, v in m.logppl.items())
+                    + "; effects BC-large, BC-no_kl_fusion"))
+    steps = sorted(m.sweep)
+    xs = np.concatenate([np.full(len(m.sweep[s]), s) for s in steps])
+    ys = np.concatenate([m.sweep[s] for s in steps])
+    ds = [decide(spearman(xs, ys, unit="(step size, unit) points"), direction="greater")]
+    if m.sweep_judge:
+        ds.append(decide(paired_difference(m.sweep_judge[steps[-1]], m.sweep_judge[steps[0]], unit="units"),
+                         direction="greater"))
+    out.append(("(c) relevance rises with the step size (steering-bag rate: Spearman; judge: largest vs 0)", ds,
+                "bag hits per 100 words by step size: " + ", ".join(f"{s:g}: {m.sweep[s].mean():.2f}" for s in steps)
+                + ("; judge: " + ", ".join(f"{s:g}: {m.sweep_judge[s].mean():.2f}" for s in steps)
+                   if m.sweep_judge else "")))
+    if m.cost and m.plain_cost:
+        ms = sorted(m.cost)
+        plain = float(np.mean(m.plain_cost))
+        d = decide(difference(m.cost[ms[-1]], m.cost[ms[0]], unit="repeats"), direction="greater")
+        out.append((f"(d) the cost per token grows with the iterations m ({ms[0]} vs {ms[-1]}); expected ~(m+2) "
+                    "forwards + m backwards", [d],
+                    "seconds per token as a multiple of plain decoding: " + ", ".join(
+                        f"m={k}: {np.mean(m.cost[k]) / plain:.1f}x" for k in ms) + f" (plain {plain * 1e3:.0f} ms)"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides=()) -> Report:
+    import torch
+
+    from essence.core.loop import Precision
+    from essence.core.runtime import resolve_device
+    from essence.pplm.attribute import BagOfWords
+    from essence.pplm.data import judge_words, topic_words
+    from essence.pplm.evaluate import KeywordJudge, dist_scores, perplexity, rerank
+    from essence.pplm.generate import generate
+    from essence.pplm.lm import load_lm
+
+    cfg = PRESETS.build(preset, overrides)
+    run.save_config(cfg)
+    report = Report(run, title="PPLM", paper=PAPER, preset=preset, method="pplm")
+    dev = resolve_device(device)
+    if cfg.lm.threads:
+        torch.set_num_threads(cfg.lm.threads)
+    prec = Precision(cfg.lm.precision, dev)
+    run.record_precision(prec)
+    lm = load_lm(cfg.lm.source, device=dev)
+    scorer = load_lm(cfg.lm.judge_lm, device=dev) if cfg.lm.judge_lm else lm
+    g, r = cfg.generate, cfg.repro
+    recipe = g.stepsize
+    arms_cfg = {"BC": g, "large": g.replace(stepsize=r.large_stepsize),
+                "no_kl_fusion": g.replace(kl_scale=0.0, gm_scale=1.0)}
+    sweep_steps = sorted(set(r.stepsizes))
+    sc = {k: [] for k in ("B", "BR", "BC", "BCR")}
+    dist2 = {k: [] for k in ("B", *arms_cfg)}
+    logppl = {k: [] for k in ("B", *arms_cfg)}
+    sweep = {s: [] for s in sweep_steps}
+    sweep_j = {s: [] for s in sweep_steps}
+    coverage, examples = [], []
+    t0 = time.time()
+    for topic in r.topics:
+        words = topic_words(topic)
+        bow = BagOfWords(words, lm.tokenizer, name=topic, multi_token=cfg.bow.multi_token)
+        coverage.append(bow.coverage)
+        jw = judge_words(topic, exclude=words if cfg.eval.judge_exclude_bag else ())
+        kj, bag_judge = KeywordJudge(jw, name=f"{topic} judge"), KeywordJudge(words, name=topic)
+        for prefix in r.prefixes:
+            gens = {}
+            with prec.autocast():
+                gens["B"] = generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False)
+                for arm, c in arms_cfg.items():
+                    gens[arm] = generate(lm, prefix, bow, c.replace(num_samples=r.samples))
+                for s in sweep_steps:
+                    if s == 0:
+                        gens[("sweep", s)] = gens["B"]
+                    elif s == recipe:
+                        gens[("sweep", s)] = gens["BC"]
+                    else:
+                        gens[("sweep", s)] = generate(lm, prefix, bow, g.replace(stepsize=s, num_samples=r.samples))
+            start = len(gens["B"].prompt)
+            for arm in ("B", "BC"):
+                gen = gens[arm]
+                sc[arm].append(float(np.mean(kj.rate(gen.texts))))
+                pick = rerank(lm, bow, gen.ids, start, dist_threshold=cfg.eval.dist_threshold)
+                sc[arm + "R"].append(kj.rate([gen.texts[pick]])[0])
+                if arm == "BC" and len(examples) < 3:
+                    examples.append((prefix, topic, gens["B"].texts[0], gen.texts[pick]))
+            for arm in dist2:
+                gen = gens[arm]
+                dist2[arm].append(float(np.mean(dist_scores(gen.tokens)["dist2"])))
+                ppl = (perplexity(scorer, gen.ids, prompts=start) if scorer is lm
+                       else perplexity(scorer, [(prefix, t) for t in gen.texts]))
+                logppl[arm].append(float(np.mean(np.log(ppl))))
+            for s in sweep_steps:
+                sweep[s].append(float(np.mean(bag_judge.rate(gens[("sweep", s)].texts))))
+                sweep_j[s].append(float(np.mean(kj.rate(gens[("sweep", s)].texts))))
+            console.print(f"pplm: {topic} / {prefix!r}: judge B {sc['B'][-1]:.1f} BR {sc['BR'][-1]:.1f} "
+                          f"BC {sc['BC'][-1]:.1f} BCR {sc['BCR'][-1]:.1f} ({time.time() - t0:.0f} s)", highlight=False)
+    # (d) cost per token, batch 1, one prefix, alternating arms so that all see the same load
+    bow0 = BagOfWords(topic_words(r.topics[0]), lm.tokenizer, multi_token=cfg.bow.multi_token)
+    cost, plain = {m: [] for m in r.cost_iterations}, []
+    cg = g.replace(length=r.cost_tokens, num_samples=1, window_length=0)
+    with prec.autocast():
+        generate(lm, r.prefixes[0], bow0, cg.replace(length=2))          # warm-up
+        for _ in range(3):
+            plain.append(generate(lm, r.prefixes[0], bow0, cg, perturb=False).seconds / cg.length)
+            for m in r.cost_iterations:
+                cost[m].append(generate(lm, r.prefixes[0], bow0, cg.replace(num_iterations=m)).seconds / cg.length)
+    arr = lambda d: {k: np.array(v) for k, v in d.items()}  # noqa: E731
+    meas = Measured(judge=arr(sc), dist2=arr(dist2), logppl=arr(logppl), sweep=arr(sweep), sweep_judge=arr(sweep_j),
+                    cost=cost, plain_cost=plain)
+    _write(report, cfg, lm, scorer, meas, coverage, examples, preset)
+    return report
+
+
+def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, preset: str) -> None:
+    g, r = cfg.generate, cfg.repro
+    n_units = len(r.prefixes) * len(r.topics)
+    report.text(
+        f"LM: `{lm.name}` ({sum(p.numel() for p in lm.model.parameters()) / 1e6:.0f}M parameters; the paper: GPT-2 "
+        f"medium, 345M). {n_units} units = {len(r.prefixes)} prefixes x topics {list(r.topics)}, {r.samples} samples "
+        f"each, {g.length} tokens, top-k {g.top_k} sampling. PPLM knobs (the README's BoW recipe, scaled): stepsize "
+        f"{g.stepsize}, {g.num_iterations} iterations, gamma {g.gamma}, window {g.window_length}, kl_scale "
+        f"{g.kl_scale}, gm_scale {g.gm_scale}; multi-token words: {cfg.bow.multi_token}. Bags: "
+        + "; ".join(str(c) for c in coverage) + ". Judge: WordNet lemmas of the topic"
+        + (" minus the steering bag" if cfg.eval.judge_exclude_bag else "") + ". Perplexity scorer: "
+        + (f"`{scorer.name}` (a different LM)" if scorer is not lm else
+           "the unperturbed base LM itself (no different LM is installed offline; it favours its own plain samples)")
+        + f". Scaled down from the paper: `{lm.name}` instead of GPT-2 medium, short continuations, a keyword judge "
+          "instead of human annotators.")
+    report.table(["arm", "judge hits / 100 words", "Dist-2", "perplexity"],
+                 [(a, f"{m.judge[a].mean():.2f}" if a in m.judge else "-",
+                   f"{m.dist2[a].mean():.3f}" if a in m.dist2 else "-",
+                   f"{np.exp(m.logppl[a]).mean():.1f}" if a in m.logppl else "-")
+                  for a in ("B", "BR", "BC", "BCR", "large", "no_kl_fusion")],
+                 caption=f"Means over {n_units} units (large: stepsize {r.large_stepsize}; no_kl_fusion: kl_scale 0, "
+                         "gm_scale 1)")
+    report.table(["step size", "steering-bag hits / 100 words", "judge hits / 100 words"],
+                 [(f"{s:g}", f"{m.sweep[s].mean():.2f}", f"{m.sweep_judge[s].mean():.2f}") for s in sorted(m.sweep)],
+                 caption="Step-size sweep (0 = plain decoding)")
+    if m.cost:
+        plain = float(np.mean(m.plain_cost))
+        report.table(["iterations m", "s / token", "x plain"],
+                     [("plain", f"{plain:.3f}", "1.0")] + [(k, f"{np.mean(v):.3f}", f"{np.mean(v) / plain:.1f}")
+                                                          for k, v in sorted(m.cost.items())],
+                     caption=f"Cost per token, batch 1, {r.cost_tokens} tokens, 3 repeats")
+    for prefix, topic, b, bcr in examples:
+        report.text(f"**{topic} / \"{prefix}\"**  \nB: {prefix}{b}  \nBCR: {prefix}{bcr}".replace("\n\n", "\n"))
+    for claim, decisions, evidence in judge(m):
+        kw = {"reason": "preview preset: too few prefixes and samples to decide"} if (
+            preset in ("tiny", "quick") and any(d.verdict == INCONCLUSIVE for d in decisions)) else {}
+        report.claim(claim, decision=decisions, evidence=evidence, digits=3, **kw)
+    report.add_summary(**{f"judge_{k}": float(v.mean()) for k, v in m.judge.items()},
+                       **{f"dist2_{k}": float(v.mean()) for k, v in m.dist2.items()},
+                       **{f"cost_x_plain_m{k}": float(np.mean(v) / np.mean(m.plain_cost)) for k, v in m.cost.items()})

@@ -1,0 +1,87 @@
+"""``essence pplm`` commands on the tiny random LM, the reproduce report, and verdicts that flip with the numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from essence.pplm.cli import main
+from essence.pplm.reproduce import Measured, judge
+
+
+def _have_topics() -> bool:
+    try:
+        from essence.pplm.data import judge_words, topic_words
+        judge_words("science", exclude=topic_words("science"))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def test_generate_side_by_side_and_evaluate(tmp_path, capsys):
+    bag = tmp_path / "bag.txt"
+    bag.write_text("the\nand\nwas\nlake\n")
+    out = tmp_path / "g.json"
+    assert main(["generate", "The lake", "--preset", "tiny", "--bow", str(bag), "--num-samples", "2",
+                 "--stepsize", "0.5", "--json", str(out), "--no-color"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("unperturbed | The lake") == 2 and text.count("perturbed   | The lake") == 2
+    data = json.loads(out.read_text())
+    assert len(data["perturbed"]["tokens"]) == 2 and len(data["perturbed"]["losses"]) == 6
+    assert main(["evaluate", str(out), "--scorer", "tiny"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert 0 < res["perturbed"]["dist1"] <= 1 and res["perturbed"]["perplexity"] > 1
+
+
+def test_generate_errors_are_one_line(tmp_path, capsys):
+    assert main(["generate", "The lake", "--preset", "tiny"]) == 2
+    assert "give an attribute model" in capsys.readouterr().err
+    assert main(["generate", "The lake", "--preset", "tiny", "--bow", "sciense"]) == 2
+    assert "did you mean 'science'" in capsys.readouterr().err
+    assert main(["generate", "The lake", "--preset", "tiny", "--bow", "x", "--lm", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_train_discriminator_then_steer(tmp_path, capsys):
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("".join(f"I love this happy day {i}\tpos\nI hate this sad day {i}\tneg\n" for i in range(12)))
+    d = tmp_path / "d.safetensors"
+    assert main(["train-discriminator", "--preset", "tiny", "--dataset", str(tsv), "-o", str(d),
+                 "--class-label", "pos"]) == 0
+    assert d.exists()
+    capsys.readouterr()
+    assert main(["generate", "The lake", "--preset", "tiny", "--discrim", str(d), "--class-label", "pos",
+                 "--no-color"]) == 0
+    assert "perturbed   |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not _have_topics(), reason="empath sdist / WordNet not installed")
+def test_reproduce_tiny_writes_report(tmp_path):
+    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "rep")]) == 0
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert len(summary["claims"]) == 5 and "judge_BCR" in summary
+    assert "(a) Table 5.1" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def _measured(b, br, bc, bcr, sweep_up=True):
+    n = 24
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0, 0.05, n)  # noqa: E731
+    j = {"B": b + noise(), "BR": br + noise(), "BC": bc + noise(), "BCR": bcr + noise()}
+    sweep = {s: (s if sweep_up else -s) * 10 + noise() for s in (0.0, 0.01, 0.02, 0.04)}
+    return Measured(judge=j, dist2={"B": 0.9 + noise(), "BC": 0.88 + noise(), "large": 0.4 + noise(),
+                                    "no_kl_fusion": 0.5 + noise()},
+                    logppl={"B": 2.0 + noise(), "BC": 2.1 + noise(), "large": 1.5 + noise(),
+                            "no_kl_fusion": 1.8 + noise()},
+                    sweep=sweep, sweep_judge=sweep, cost={1: [0.1, 0.11, 0.1], 10: [0.9, 1.0, 0.95]},
+                    plain_cost=[0.03, 0.03, 0.03])
+
+
+def test_verdicts_follow_the_numbers():
+    good = {c[:4]: [d.verdict for d in ds] for c, ds, _ in judge(_measured(1, 2, 3, 4))}
+    assert all(v == "reproduced" for vs in good.values() for v in vs), good
+    bad = {c[:4]: [d.verdict for d in ds] for c, ds, _ in judge(_measured(4, 3, 2, 1, sweep_up=False))}
+    assert bad["(a) "] == ["not reproduced"] * 3
+    assert bad["(c) "] == ["not reproduced"] * 2
