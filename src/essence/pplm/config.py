@@ -97,10 +97,16 @@ class DiscrimConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig(Config):
+    judge: Literal["classifier", "keywords"] = "classifier"   # relevance judge of claim (a) (never steers)
+    judge_limit: int = 200                   # classifier judge: fortunes texts per category
+    judge_epochs: int = 30
+    judge_lr: float = 1e-3
     judge_exclude_bag: bool = True           # the keyword judge ignores the steering bag's own words
     dist_threshold: float = 0.5              # ranking filter: samples with Dist-2 below this are dropped first
 
     def __post_init__(self):
+        require_choice(self, "judge", ("classifier", "keywords"))
+        require_positive(self, "judge_limit", "judge_epochs", "judge_lr")
         require_range(self, "dist_threshold", 0.0, 1.0)
 
 
@@ -108,10 +114,10 @@ class EvalConfig(Config):
 class ReproConfig(Config):
     prefixes: tuple[str, ...] = ("The lake", "The potato", "In this essay", "The road", "Once upon a time",
                                  "The city", "My friend", "The book")
-    topics: tuple[str, ...] = ("science", "space")
+    topics: tuple[str, ...] = ("science", "politics")
     samples: int = 5                         # r: samples per prefix (BR / BCR rank them)
-    stepsizes: tuple[float, ...] = (0.0, 0.01, 0.02, 0.04)   # claim (c)
-    large_stepsize: float = 0.12             # claim (b): degradation
+    stepsizes: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)    # claim (c)
+    large_stepsize: float = 0.2              # claim (b): degradation
     cost_iterations: tuple[int, ...] = (1, 3, 10)             # claim (d)
     cost_tokens: int = 8
 
@@ -145,6 +151,7 @@ def _tiny() -> PPLMConfig:
         generate=GenerateConfig(length=6, num_iterations=2, stepsize=0.03, sample=True),
         bow=BowConfig(topics=("science",)),
         discrim=DiscrimConfig(epochs=2, limit=20),
+        eval=EvalConfig(judge_limit=10, judge_epochs=3),
         repro=ReproConfig(prefixes=("The lake", "The potato"), topics=("science",), samples=2,
                           stepsizes=(0.0, 0.02, 0.04), large_stepsize=0.2, cost_iterations=(1, 3), cost_tokens=3),
     )
@@ -152,24 +159,26 @@ def _tiny() -> PPLMConfig:
 
 def _quick() -> PPLMConfig:
     """A preview on a 2-core CPU (<= 5 minutes): SmolLM2-135M, 12 tokens, 4 prefixes x 3 samples, one topic,
-    the BoW recipe with 2 iterations; multi-token words by their first token (cost)."""
+    the BoW recipe with 2 iterations and stepsize 0.06 (a sweep on SmolLM2: 0.03 barely moves the bag rate, 0.15
+    degenerates); multi-token words by their first token (cost). Measured: 136 s on 1 thread at load ~3."""
     return PPLMConfig(
-        generate=GenerateConfig(**{**_BOW_RECIPE, "length": 12, "num_iterations": 2}),
+        generate=GenerateConfig(**{**_BOW_RECIPE, "length": 12, "num_iterations": 2, "stepsize": 0.06}),
         bow=BowConfig(topics=("science",), multi_token="first"),
         discrim=DiscrimConfig(limit=300, epochs=10),
         repro=ReproConfig(prefixes=("The lake", "The potato", "In this essay", "The road"), topics=("science",),
-                          samples=3, stepsizes=(0.0, 0.02, 0.05), large_stepsize=0.15, cost_iterations=(1, 3, 10),
+                          samples=3, stepsizes=(0.0, 0.03, 0.06, 0.1), large_stepsize=0.2, cost_iterations=(1, 3, 10),
                           cost_tokens=4),
     )
 
 
 def _standard() -> PPLMConfig:
-    """The claims decided on a 2-core CPU (<= 30 minutes): 8 prefixes x 4 samples, two topics, 20 tokens."""
+    """The claims decided on a 2-core CPU (<= 30 minutes, estimated from quick): 8 prefixes x 4 samples, two topics
+    (science, politics: both bags from empath, judged by a fortunes classifier), 20 tokens, 3 iterations."""
     q = _quick()
     return q.replace(generate=q.generate.replace(length=20, num_iterations=3),
-                     bow=q.bow.replace(topics=("science", "space")),
+                     bow=q.bow.replace(topics=("science", "politics")),
                      discrim=q.discrim.replace(limit=1000),
-                     repro=ReproConfig(topics=("science", "space"), samples=4, stepsizes=(0.0, 0.01, 0.02, 0.04, 0.08),
+                     repro=ReproConfig(topics=("science", "politics"), samples=4, stepsizes=(0.0, 0.03, 0.06, 0.1),
                                        large_stepsize=0.2, cost_iterations=(1, 3, 10), cost_tokens=6))
 
 

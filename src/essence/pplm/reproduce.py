@@ -5,8 +5,10 @@ Units are (prefix, topic) pairs; every arm generates ``repro.samples`` samples p
 (a) Table 5.1's ablation order **B < BR < BC <= BCR** in attribute relevance. B: plain top-k samples (the mean over
     the r samples, i.e. one random sample); BR: the best of those r by the attribute model's log p(a|x) after a
     Dist-2 filter; BC: PPLM samples (mean over r); BCR: the best PPLM sample. Relevance is scored by an
-    **independent keyword judge**: WordNet lemmas of the topic that are *not* in the steering bag (hits per 100
-    words). Paired over units (Student t / bootstrap).
+    **independent judge** that never steers: by default a topic classifier (a linear head on the frozen LM's mean
+    hidden state trained on Debian fortunes categories; the score is p(topic's category | text)); with
+    ``eval.judge=keywords``, WordNet lemmas of the topic that are *not* in the steering bag (hits per 100 words,
+    always reported). Paired over units (Student t / bootstrap).
 (b) Fluency: at the recipe's step size perplexity stays within ``1.5x`` of B (log-ratio < log 1.5) and Dist-2
     within 0.1; at a large step size, and without KL and fusion (kl_scale 0, gm_scale 1), Dist-2 drops below the
     recipe's. Perplexity is under the unperturbed base LM unless ``lm.judge_lm`` names another one (caveat: the
@@ -42,13 +44,15 @@ PAPER_ABLATION = {"B": 11.1, "BR": 15.8, "BC": 46.9, "BCR": 51.7}   # % relevant
 class Measured:
     """Per-unit scores (arrays over the same (prefix, topic) units) and cost timings."""
 
-    judge: dict[str, np.ndarray]                          # B / BR / BC / BCR -> judge hits per 100 words
+    judge: dict[str, np.ndarray]                          # B / BR / BC / BCR -> judge score (see judge_name)
     dist2: dict[str, np.ndarray]                          # B / BC / large / no_kl_fusion -> mean Dist-2
     logppl: dict[str, np.ndarray]                         # same arms -> mean log perplexity
     sweep: dict[float, np.ndarray]                        # step size -> steering-bag hits per 100 words
     sweep_judge: dict[float, np.ndarray] = field(default_factory=dict)
     cost: dict[int, list[float]] = field(default_factory=dict)   # iterations -> seconds per token (repeats)
     plain_cost: list[float] = field(default_factory=list)
+    judge_name: str = "judge hits per 100 words"
+    keywords: dict[str, np.ndarray] = field(default_factory=dict)   # the keyword judge, when it is not the judge
 
 
 def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> list[tuple[str, list[Decision], str]]:
@@ -59,7 +63,7 @@ def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> l
           decide(paired_difference(j["BC"], j["BR"], unit="units"), direction="greater"),
           decide(paired_difference(j["BCR"], j["BC"], unit="units"), direction="greater")]
     out.append(("(a) Table 5.1: attribute relevance B < BR < BC <= BCR (bag-of-words topics; independent judge)", ds,
-                "judge hits per 100 words: " + ", ".join(f"{a} {j[a].mean():.2f}" for a in ("B", "BR", "BC", "BCR"))
+                f"{m.judge_name}: " + ", ".join(f"{a} {j[a].mean():.3f}" for a in ("B", "BR", "BC", "BCR"))
                 + " (paper, % relevant by humans: " + ", ".join(f"{k} {v}" for k, v in PAPER_ABLATION.items())
                 + "); effects BR-B, BC-BR, BCR-BC"))
     ds = [decide(paired_difference(m.logppl["BC"], m.logppl["B"], unit="units"), direction="less",
@@ -81,12 +85,12 @@ def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> l
     xs = np.concatenate([np.full(len(m.sweep[s]), s) for s in steps])
     ys = np.concatenate([m.sweep[s] for s in steps])
     ds = [decide(spearman(xs, ys, unit="(step size, unit) points"), direction="greater")]
-    if m.sweep_judge:
+    if m.sweep_judge and steps[-1] in m.sweep_judge:
         ds.append(decide(paired_difference(m.sweep_judge[steps[-1]], m.sweep_judge[steps[0]], unit="units"),
                          direction="greater"))
     out.append(("(c) relevance rises with the step size (steering-bag rate: Spearman; judge: largest vs 0)", ds,
                 "bag hits per 100 words by step size: " + ", ".join(f"{s:g}: {m.sweep[s].mean():.2f}" for s in steps)
-                + ("; judge: " + ", ".join(f"{s:g}: {m.sweep_judge[s].mean():.2f}" for s in steps)
+                + (f"; {m.judge_name}: " + ", ".join(f"{s:g}: {m.sweep_judge[s].mean():.3f}" for s in steps)
                    if m.sweep_judge else "")))
     if m.cost and m.plain_cost:
         ms = sorted(m.cost)
@@ -122,11 +126,15 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     lm = load_lm(cfg.lm.source, device=dev)
     scorer = load_lm(cfg.lm.judge_lm, device=dev) if cfg.lm.judge_lm else lm
     g, r = cfg.generate, cfg.repro
+    classifier, judge_info = None, ""
+    if cfg.eval.judge == "classifier":
+        classifier, judge_info = _classifier_judge(lm, cfg)
     recipe = g.stepsize
     arms_cfg = {"BC": g, "large": g.replace(stepsize=r.large_stepsize),
                 "no_kl_fusion": g.replace(kl_scale=0.0, gm_scale=1.0)}
     sweep_steps = sorted(set(r.stepsizes))
     sc = {k: [] for k in ("B", "BR", "BC", "BCR")}
+    kw = {k: [] for k in ("B", "BR", "BC", "BCR")}
     dist2 = {k: [] for k in ("B", *arms_cfg)}
     logppl = {k: [] for k in ("B", *arms_cfg)}
     sweep = {s: [] for s in sweep_steps}
@@ -139,6 +147,18 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         coverage.append(bow.coverage)
         jw = judge_words(topic, exclude=words if cfg.eval.judge_exclude_bag else ())
         kj, bag_judge = KeywordJudge(jw, name=f"{topic} judge"), KeywordJudge(words, name=topic)
+        if classifier is not None:
+            from essence.pplm.data import FORTUNE_FOR_TOPIC
+
+            clf = classifier.with_label(FORTUNE_FOR_TOPIC[topic])
+
+            def score(gen, rows=None, clf=clf):
+                ids = gen.ids if rows is None else gen.ids[rows]
+                return clf.sequence_score(lm, ids, 0).exp().cpu().numpy()
+        else:
+            def score(gen, rows=None, kj=kj):
+                texts = gen.texts if rows is None else [gen.texts[i] for i in rows]
+                return np.array(kj.rate(texts))
         for prefix in r.prefixes:
             gens = {}
             with prec.autocast():
@@ -155,9 +175,11 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
             start = len(gens["B"].prompt)
             for arm in ("B", "BC"):
                 gen = gens[arm]
-                sc[arm].append(float(np.mean(kj.rate(gen.texts))))
                 pick = rerank(lm, bow, gen.ids, start, dist_threshold=cfg.eval.dist_threshold)
-                sc[arm + "R"].append(kj.rate([gen.texts[pick]])[0])
+                sc[arm].append(float(np.mean(score(gen))))
+                sc[arm + "R"].append(float(score(gen, [pick])[0]))
+                kw[arm].append(float(np.mean(kj.rate(gen.texts))))
+                kw[arm + "R"].append(kj.rate([gen.texts[pick]])[0])
                 if arm == "BC" and len(examples) < 3:
                     examples.append((prefix, topic, gens["B"].texts[0], gen.texts[pick]))
             for arm in dist2:
@@ -168,9 +190,9 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                 logppl[arm].append(float(np.mean(np.log(ppl))))
             for s in sweep_steps:
                 sweep[s].append(float(np.mean(bag_judge.rate(gens[("sweep", s)].texts))))
-                sweep_j[s].append(float(np.mean(kj.rate(gens[("sweep", s)].texts))))
-            console.print(f"pplm: {topic} / {prefix!r}: judge B {sc['B'][-1]:.1f} BR {sc['BR'][-1]:.1f} "
-                          f"BC {sc['BC'][-1]:.1f} BCR {sc['BCR'][-1]:.1f} ({time.time() - t0:.0f} s)", highlight=False)
+                sweep_j[s].append(float(np.mean(score(gens[("sweep", s)]))))
+            console.print(f"pplm: {topic} / {prefix!r}: judge B {sc['B'][-1]:.3f} BR {sc['BR'][-1]:.3f} "
+                          f"BC {sc['BC'][-1]:.3f} BCR {sc['BCR'][-1]:.3f} ({time.time() - t0:.0f} s)", highlight=False)
     # (d) cost per token, batch 1, one prefix, alternating arms so that all see the same load
     bow0 = BagOfWords(topic_words(r.topics[0]), lm.tokenizer, multi_token=cfg.bow.multi_token)
     cost, plain = {m: [] for m in r.cost_iterations}, []
@@ -183,12 +205,37 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                 cost[m].append(generate(lm, r.prefixes[0], bow0, cg.replace(num_iterations=m)).seconds / cg.length)
     arr = lambda d: {k: np.array(v) for k, v in d.items()}  # noqa: E731
     meas = Measured(judge=arr(sc), dist2=arr(dist2), logppl=arr(logppl), sweep=arr(sweep), sweep_judge=arr(sweep_j),
-                    cost=cost, plain_cost=plain)
-    _write(report, cfg, lm, scorer, meas, coverage, examples, preset)
+                    cost=cost, plain_cost=plain, keywords=arr(kw) if classifier is not None else {},
+                    judge_name="classifier judge p(topic)" if classifier is not None else "judge hits per 100 words")
+    _write(report, cfg, lm, scorer, meas, coverage, examples, preset, judge_info)
     return report
 
 
-def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, preset: str) -> None:
+def _classifier_judge(lm, cfg):
+    """A topic classifier that never steers: a linear head on the frozen LM's mean hidden state, trained on Debian
+    fortunes categories (``eval.judge_limit`` texts each, 20% held out); returns (head, one line for the report)."""
+    from essence.pplm.config import DiscrimConfig
+    from essence.pplm.data import FORTUNE_FOR_TOPIC, load_labelled
+    from essence.pplm.train import train_discriminator
+
+    missing = [t for t in cfg.repro.topics if t not in FORTUNE_FOR_TOPIC]
+    if missing:
+        raise ValueError(f"the classifier judge has no fortunes category for topics {missing}; use "
+                         f"--set eval.judge=keywords or topics among {sorted(FORTUNE_FOR_TOPIC)}")
+    cats = tuple(dict.fromkeys((*(FORTUNE_FOR_TOPIC[t] for t in cfg.repro.topics), "computers", "science",
+                                "politics", "law", "food", "sports", "love", "medicine")))
+    rows = load_labelled("fortunes", classes=cats, limit=cfg.eval.judge_limit, seed=1)
+    res = train_discriminator(lm, rows, DiscrimConfig(epochs=cfg.eval.judge_epochs, lr=cfg.eval.judge_lr,
+                                                      batch_size=32, seed=1))
+    info = (f"classifier judge: linear head on the base LM's mean hidden state, trained on {sum(res.counts.values())} "
+            f"Debian fortunes in {len(res.classes)} categories ({', '.join(res.classes)}); held-out accuracy "
+            f"{res.test_accuracy:.1%} (n={res.test_n}, chance {1 / len(res.classes):.0%}); the score is "
+            "p(topic's category | prompt + continuation)")
+    console.print(f"pplm: {info}", highlight=False)
+    return res.discriminator.to(lm.device), info
+
+
+def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, preset: str, judge_info: str = "") -> None:
     g, r = cfg.generate, cfg.repro
     n_units = len(r.prefixes) * len(r.topics)
     report.text(
@@ -197,21 +244,24 @@ def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, pre
         f"each, {g.length} tokens, top-k {g.top_k} sampling. PPLM knobs (the README's BoW recipe, scaled): stepsize "
         f"{g.stepsize}, {g.num_iterations} iterations, gamma {g.gamma}, window {g.window_length}, kl_scale "
         f"{g.kl_scale}, gm_scale {g.gm_scale}; multi-token words: {cfg.bow.multi_token}. Bags: "
-        + "; ".join(str(c) for c in coverage) + ". Judge: WordNet lemmas of the topic"
-        + (" minus the steering bag" if cfg.eval.judge_exclude_bag else "") + ". Perplexity scorer: "
+        + "; ".join(str(c) for c in coverage) + ". Judge: " + (judge_info or "WordNet lemmas of the topic"
+        + (" minus the steering bag" if cfg.eval.judge_exclude_bag else "") + " (hits per 100 words)")
+        + ("; the keyword judge (WordNet lemmas of the topic minus the steering bag, hits per 100 words) is "
+           "reported beside it" if judge_info else "") + ". Perplexity scorer: "
         + (f"`{scorer.name}` (a different LM)" if scorer is not lm else
            "the unperturbed base LM itself (no different LM is installed offline; it favours its own plain samples)")
         + f". Scaled down from the paper: `{lm.name}` instead of GPT-2 medium, short continuations, a keyword judge "
           "instead of human annotators.")
-    report.table(["arm", "judge hits / 100 words", "Dist-2", "perplexity"],
-                 [(a, f"{m.judge[a].mean():.2f}" if a in m.judge else "-",
+    report.table(["arm", m.judge_name, "keyword hits / 100 words", "Dist-2", "perplexity"],
+                 [(a, f"{m.judge[a].mean():.3f}" if a in m.judge else "-",
+                   f"{m.keywords[a].mean():.2f}" if a in m.keywords else "-",
                    f"{m.dist2[a].mean():.3f}" if a in m.dist2 else "-",
                    f"{np.exp(m.logppl[a]).mean():.1f}" if a in m.logppl else "-")
                   for a in ("B", "BR", "BC", "BCR", "large", "no_kl_fusion")],
                  caption=f"Means over {n_units} units (large: stepsize {r.large_stepsize}; no_kl_fusion: kl_scale 0, "
                          "gm_scale 1)")
-    report.table(["step size", "steering-bag hits / 100 words", "judge hits / 100 words"],
-                 [(f"{s:g}", f"{m.sweep[s].mean():.2f}", f"{m.sweep_judge[s].mean():.2f}") for s in sorted(m.sweep)],
+    report.table(["step size", "steering-bag hits / 100 words", m.judge_name],
+                 [(f"{s:g}", f"{m.sweep[s].mean():.2f}", f"{m.sweep_judge[s].mean():.3f}") for s in sorted(m.sweep)],
                  caption="Step-size sweep (0 = plain decoding)")
     if m.cost:
         plain = float(np.mean(m.plain_cost))
