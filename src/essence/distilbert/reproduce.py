@@ -50,7 +50,8 @@ def judge(m: Measured, *, retention: float = 0.9, speedup: float = 1.5) -> list[
     d = decide(paired_difference(full.mean(0), retention * t, unit="masked targets"), direction="greater")
     out.append((f"(a) the distilled student keeps >= {retention:.0%} of the teacher's held-out MLM accuracy "
                 "(paper: 97% of BERT's GLUE score)", [d],
-                f"teacher {t.mean():.2%}, student {full.mean():.2%} (mean of {full.shape[0]} seeds), "
+                f"teacher {t.mean():.2%}, student {full.mean():.2%} "
+                f"(mean of {full.shape[0]} seed{'s' if full.shape[0] > 1 else ''}), "
                 f"retention {ratio:.1%}; effect = student - {retention:g} x teacher"))
     if m.base_times:
         b, s = m.base_times["bert-base"], m.base_times["distilbert"]
