@@ -364,7 +364,7 @@ def _figures(report, plan, base, matrices, info, curves, target) -> None:
         ax.axhline(100 * matrices["pixels_native"]["knn"].mean(), color="k", ls="-.", lw=0.8,
                    label="raw pixels 28 px")
         ax.axhline(100 * matrices["random"]["knn"].mean(), color="gray", ls="--", label="random encoder")
-        ax.set_xlabel("training minutes (2-core CPU, this run)")
+        ax.set_xlabel("training minutes (this run; machine and threads in the report header)")
         ax.set_ylabel("kNN top-1 (%)")
         ax.legend(fontsize=8)
         report.figure(fig, "time_to_accuracy", "kNN accuracy of the headline run against training minutes")
