@@ -83,8 +83,8 @@ def _generate(args) -> int:
     pert = generate(lm, args.prompt, attr, cfg.generate, progress=True)
     color = sys.stdout.isatty() and not args.no_color
     for i in range(cfg.generate.num_samples):
-        a = highlight(plain.texts[i], words, color=color)
-        b = highlight(pert.texts[i], words, color=color)
+        a = highlight(plain.texts[i], words, color=color).replace("\n", " \u23ce ")   # one line per sample
+        b = highlight(pert.texts[i], words, color=color).replace("\n", " \u23ce ")
         print(f"== sample {i} (seed {cfg.generate.seed + i})")
         print(f"unperturbed | {args.prompt}{a}")
         print(f"perturbed   | {args.prompt}{b}")
