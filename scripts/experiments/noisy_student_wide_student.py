@@ -61,6 +61,7 @@ def main() -> int:
             params[arm] = count_parameters(res.model)
             print(f"seed {seed} {arm} (width x{args.width:g}, {params[arm]:,} params): {100 * c.mean():.2f}% "
                   f"({res.seconds:.0f} s)", flush=True)
+        np.savez_compressed(args.out + ".partial.npz", **{a: np.stack(v) for a, v in items.items()})  # per seed
     mats = {a: np.stack(v).astype(np.float64) for a, v in items.items()}
     out = {"preset": args.preset, "width": args.width, "seeds": args.seeds, "params": params,
            "wall_seconds": round(time.time() - t0, 1), "machine": machine_line(precision="auto"),
