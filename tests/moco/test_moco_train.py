@@ -81,7 +81,8 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     assert moco_main(["train", "--resume", str(out), "--set", "train.max_steps=3", "--device", "cpu"]) == 0
     assert (out / "checkpoints" / "step-000003.safetensors").exists()
     capsys.readouterr()
-    assert moco_main(["evaluate", str(out), "--device", "cpu", "--set", "eval.linear_epochs=1"]) == 0
+    # no --device: the command line's default ("auto") must work (it once reached torch.device("auto"))
+    assert moco_main(["evaluate", str(out), "--set", "eval.linear_epochs=1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["step"] == 3 and 0 <= res["knn_top1"] <= 100 and 0 <= res["linear_top1"] <= 100
 

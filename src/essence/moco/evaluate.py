@@ -26,6 +26,7 @@ from torch import nn
 
 from essence.core.checkpoint import read_checkpoint, unwrap_model
 from essence.core.loop import eval_mode
+from essence.core.runtime import resolve_device
 from essence.metrics.knn import knn_predict
 from essence.metrics.linear_probe import linear_probe
 from essence.moco.config import EvalConfig, MoCoConfig
@@ -198,7 +199,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
 def evaluate_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", linear: bool = True,
                         overrides: tuple[str, ...] = ()) -> dict[str, float]:
     """Evaluate a saved run: ``{"knn_top1", "linear_top1", "linear_lr", "step"}``. ``overrides`` change eval./data.
-    keys."""
+    keys. ``device`` may be ``"auto"`` (as on the command line)."""
+    device = resolve_device(device) if isinstance(device, str) else device
     model, cfg, step = load_model(path, device=device)
     if overrides:
         cfg = cfg.with_overrides(overrides)
