@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from essence.core.loop import Precision
     from essence.core.precision import machine_line
     from essence.core.runtime import default_num_threads
+    from essence.noisy_student.config import EvalConfig
     from essence.noisy_student.data import normalize
     from essence.noisy_student.pseudo import pseudo_label
     from essence.noisy_student.randaugment import rand_augment
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
 
     # ---- 1. pseudo-labeling
     def essence_label():
-        pseudo_label(model, imgs[:args.images], precision=prec, batch_size=1000, threshold=0.0)
+        pseudo_label(model, imgs[:args.images], precision=prec, batch_size=EvalConfig().batch_size, threshold=0.0)
 
     def plain_label():
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(imgs[:args.images]), batch_size=256)

@@ -177,7 +177,8 @@ class TrainConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig(Config):
-    batch_size: int = 1000
+    batch_size: int = 256                    # inference batch (pseudo labels, scoring): 1.9x faster than 1000 in
+                                             # fp32 on a 2-core CPU (activations stay in cache); GPUs: larger
     robustness: bool = True                  # corrupted test sets (mCE) and perturbation sequences (FP)
     corruptions: str = "common"              # essence.corruptions subset (common = the 15 of the benchmark)
     robust_test: int = 1000                  # test images corrupted at every (corruption, severity)
@@ -255,7 +256,7 @@ def _paper() -> NoisyStudentConfig:
                           warmup_steps=1000),
         loop=LoopConfig(generations=3, student_width=(1.0, 1.5, 1.5), student_depth=(1.0, 1.5, 1.5)),
         train=TrainConfig(precision="auto", log_every=200, ckpt_every=2000),
-        eval=EvalConfig(robust_test=10000, clips=2000),
+        eval=EvalConfig(batch_size=1024, robust_test=10000, clips=2000),
     )
 
 
