@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 from essence.core.registry import suggest
 
-__all__ = ["method_parser", "add_run_args", "run_cli", "UsageError", "ArgumentParser", "device_arg"]
+__all__ = ["method_parser", "add_run_args", "reproduce_command", "run_cli", "UsageError", "ArgumentParser",
+           "device_arg"]
 
 
 class UsageError(ValueError):
@@ -61,6 +62,19 @@ def method_parser(cli_name: str, description: str) -> tuple[ArgumentParser, argp
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     return parser, sub
+
+
+def reproduce_command(cli_name: str):
+    """The handler of ``essence <cli_name> reproduce``: the same run as ``essence reproduce <cli_name>``, with
+    ``--out`` naming the run directory exactly."""
+    def handler(args) -> int:
+        from essence.cli import reproduce_method  # essence.cli imports every method's CLI
+
+        reproduce_method(cli_name, preset=args.preset, out=args.out, exact=args.out is not None, device=args.device,
+                         overrides=args.overrides)
+        return 0
+
+    return handler
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, presets: Sequence[str] = ("tiny", "quick", "standard", "paper"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from essence.core.cli import UsageError, add_run_args, method_parser, run_cli
+from essence.core.cli import UsageError, add_run_args, method_parser, reproduce_command, run_cli
 
 __all__ = ["main", "resolve_weights", "read_f0_file"]
 
@@ -307,12 +307,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
-    from essence.cli import reproduce_method
-
-    reproduce_method("deep-salience", preset=args.preset, out=args.out, exact=args.out is not None,
-                     device=args.device, overrides=args.overrides)
-    return 0
+_reproduce = reproduce_command("deep-salience")
 
 
 def main(argv: list[str]) -> int:

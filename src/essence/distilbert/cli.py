@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from essence.core.cli import add_run_args, method_parser, run_cli
+from essence.core.cli import add_run_args, method_parser, reproduce_command, run_cli
 
 __all__ = ["main"]
 
@@ -107,12 +107,7 @@ def _finetune(args) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
-    from essence.cli import reproduce_method
-
-    reproduce_method("distilbert", preset=args.preset, out=args.out, exact=args.out is not None,
-                     device=args.device, overrides=args.overrides)
-    return 0
+_reproduce = reproduce_command("distilbert")
 
 
 def main(argv: list[str]) -> int:

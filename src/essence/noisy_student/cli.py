@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from essence.core.cli import add_run_args, method_parser, run_cli
+from essence.core.cli import add_run_args, method_parser, reproduce_command, run_cli
 
 __all__ = ["main"]
 
@@ -74,12 +74,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
-    from essence.cli import reproduce_method
-
-    reproduce_method("noisy-student", preset=args.preset, out=args.out, exact=args.out is not None,
-                     device=args.device, overrides=args.overrides)
-    return 0
+_reproduce = reproduce_command("noisy-student")
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from essence.core.cli import add_run_args, method_parser, run_cli
+from essence.core.cli import add_run_args, method_parser, reproduce_command, run_cli
 
 __all__ = ["main"]
 
@@ -151,12 +151,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
-    from essence.cli import reproduce_method
-
-    reproduce_method("pplm", preset=args.preset, out=args.out, exact=args.out is not None, device=args.device,
-                     overrides=args.overrides)
-    return 0
+_reproduce = reproduce_command("pplm")
 
 
 def main(argv: list[str]) -> int:

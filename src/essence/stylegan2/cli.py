@@ -19,7 +19,7 @@ import json
 import warnings
 from pathlib import Path
 
-from essence.core.cli import add_run_args, device_arg, method_parser, run_cli
+from essence.core.cli import add_run_args, device_arg, method_parser, reproduce_command, run_cli
 
 __all__ = ["main", "parse_seeds"]
 
@@ -240,12 +240,7 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _reproduce(args) -> int:
-    from essence.cli import reproduce_method
-
-    reproduce_method("stylegan2", preset=args.preset, out=args.out, exact=args.out is not None, device=args.device,
-                     overrides=args.overrides)
-    return 0
+_reproduce = reproduce_command("stylegan2")
 
 
 def main(argv: list[str]) -> int:
