@@ -40,6 +40,15 @@ def test_teacher_distill_resume_evaluate_reproduce(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "s" / "student"), "--teacher", str(teacher), "--limit", "32"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert 0 <= res["student_accuracy"] <= 1 and res["teacher_parameters"] > res["student_parameters"]
-    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "rep")]) == 0
+    tsv = tmp_path / "sentiment.tsv"
+    tsv.write_text("".join(f"{w} thing number {i}\t{label}\n" for i in range(10)
+                           for w, label in (("good", "pos"), ("bad", "neg"))))
+    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "rep"), "--set",
+                 f"repro.downstream={tsv}", "--set", "repro.downstream_per_class=8", "--set",
+                 "repro.downstream_epochs=1", "--set", "repro.downstream_seeds=0,1"]) == 0
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert "full_accuracy" in json.dumps(summary)
+    for model in ("teacher", "full", "mlm_only"):   # the tiny preset trains the MLM-only arm
+        assert 0.0 <= summary[f"downstream_{model}_accuracy"] <= 1.0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "(a) downstream" in report and "(d) downstream" in report

@@ -26,6 +26,10 @@ def _numbers(sign: float) -> dict:
         "s_norm": s_norm, "plain_std": sign * s_norm + rng.normal(0, 0.01, 40),
         "r1_lazy_s": np.array([0.10, 0.11, 0.12, 0.10, 0.11]) * (1 if sign > 0 else 3),
         "r1_every_s": np.array([0.21, 0.22, 0.23, 0.21, 0.22]),
+        # the non-lazy arm on 3 seeds: lazy FID equal (sign +1) or 50% worse (-1); lazy training faster / slower
+        "fid_lazy": [50.0, 61.0, 55.5] if sign > 0 else [75.0, 90.0, 82.0], "fid_every": [50.5, 60.0, 55.0],
+        "train_s_lazy": [100.0, 101.0, 99.0] if sign > 0 else [300.0, 301.0, 299.0],
+        "train_s_every": [200.0, 203.0, 198.0],
         "ppl_log_pl": base_ppl - sign, "ppl_log_nopl": base_ppl + rng.normal(0, 0.01, (2, 300)),
         "jcv_pl": [0.2 - 0.1 * sign, 0.21 - 0.1 * sign], "jcv_nopl": [0.2, 0.21],
         "prec_items": {1.0: p_hi, 0.7: p_hi, 0.5: p_lo}, "rec_items": {1.0: r_hi, 0.7: r_hi, 0.5: r_lo},
@@ -69,4 +73,5 @@ def test_reproduce_tiny_writes_report(tmp_path):
     for fig in ("truncation_sweep", "style_mixing", "fid_curve"):
         assert (run.figures_dir / f"{fig}.png").exists()
     summary = json.loads((run.dir / "summary.json").read_text())
-    assert {"pl", "nopl", "adain"} <= set(summary["arms"])
+    assert {"pl", "nopl", "adain", "r1every"} <= set(summary["arms"]) and summary["arms"]["r1every"]
+    assert "R1 every minibatch" in text

@@ -68,10 +68,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the machine's total."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS / Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
 def default_num_threads() -> int:
-    """Threads for intra-op parallelism: all cores, divided among the local processes under torchrun."""
+    """Threads for intra-op parallelism: the cores this process may use, divided among the local processes under
+    torchrun."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, (os.cpu_count() or 1) // local_world)
+    return max(1, available_cores() // local_world)
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

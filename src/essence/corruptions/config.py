@@ -88,7 +88,7 @@ PRESETS = Presets({
     "quick": lambda: CorruptionsConfig(),
     # decides the claims: 5 architectures x 3 seeds, both arms of (d) on 3 seeds
     "standard": lambda: CorruptionsConfig(
-        data=DataConfig(train_size=4000, test_size=1000),
+        data=DataConfig(train_size=12000, test_size=2500),
         train=TrainConfig(archs=("alexnet", "mlp", "vgg", "resnet", "wide_resnet"), seeds=(0, 1, 2), epochs=5,
                           histeq_epochs=1),
         perturb=PerturbConfig(clips=100)),

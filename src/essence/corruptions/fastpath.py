@@ -28,10 +28,11 @@ __all__ = ["pool", "for_each", "cpu_float", "filter2d_planes", "sep_filter_plane
 @lru_cache(maxsize=1)
 def pool():
     """Threads for the per-plane loops (OpenCV and Pillow release the GIL)."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1)))
+    from essence.core.runtime import available_cores
+
+    return ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads(), available_cores())))
 
 
 def for_each(count: int, body) -> None:

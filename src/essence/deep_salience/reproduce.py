@@ -34,7 +34,7 @@ from essence.core import stats
 from essence.core.loop import Precision
 from essence.core.report import Report
 from essence.core.runs import Run
-from essence.core.runtime import resolve_device
+from essence.core.runtime import default_num_threads, resolve_device
 from essence.deep_salience.config import PRESETS, DeepSalienceConfig
 from essence.deep_salience.data import build_split
 from essence.deep_salience.decode import decode
@@ -191,7 +191,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     run.save_config(cfg)
     dev = str(resolve_device(device))
     if dev == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(default_num_threads())
     progress = preset != "tiny"
     report = Report(run, title="Deep Salience", paper=PAPER, preset=preset, method="deep_salience")
     t_start = time.time()

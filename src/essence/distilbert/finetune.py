@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from essence.core.loop import Precision
 
-__all__ = ["read_tsv", "finetune"]
+__all__ = ["read_tsv", "finetune", "finetune_rows", "split_rows"]
 
 
 def read_tsv(path: str | Path, labels: list[str] | None = None) -> tuple[list[str], list[int], list[str]]:
@@ -92,12 +92,44 @@ def _run(model_dir, train, test, n_labels, *, seed, epochs, lr, batch, max_len, 
 def finetune(model_dir, train_tsv, test_tsv, *, seeds=(0, 1, 2), epochs: int = 3, lr: float = 5e-5,
              batch: int = 32, max_len: int = 128, precision: str = "auto", device: str = "cpu") -> dict:
     """{labels, accuracy (per seed), correct (seeds x test items)}."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tr_x, tr_y, names = read_tsv(train_tsv)
     te_x, te_y, _ = read_tsv(test_tsv, names)
     if len(names) < 2:
         raise ValueError(f"{train_tsv}: needs at least 2 labels, got {names}")
-    runs = [_run(model_dir, (tr_x, tr_y), (te_x, te_y), len(names), seed=s, epochs=epochs, lr=lr, batch=batch,
+    return _finetune(model_dir, (tr_x, tr_y), (te_x, te_y), names, seeds=seeds, epochs=epochs, lr=lr, batch=batch,
+                     max_len=max_len, precision=precision, device=device)
+
+
+def finetune_rows(model_dir, train: list[tuple[str, str]], test: list[tuple[str, str]], **kw) -> dict:
+    """:func:`finetune` on in-memory ``(text, label)`` rows (test labels must occur in the training rows)."""
+    names = sorted({label for _, label in train})
+    if len(names) < 2:
+        raise ValueError(f"fine-tuning needs at least 2 labels in the training rows, got {names}")
+    index = {n: k for k, n in enumerate(names)}
+    unknown = sorted({label for _, label in test} - set(names))
+    if unknown:
+        raise ValueError(f"test labels {unknown} do not occur in the training rows ({names})")
+    return _finetune(model_dir, ([t for t, _ in train], [index[label] for _, label in train]),
+                     ([t for t, _ in test], [index[label] for _, label in test]), names, **kw)
+
+
+def split_rows(rows: list[tuple[str, str]], test_fraction: float) -> tuple[list, list]:
+    """Per-label split of already shuffled rows: the first ``test_fraction`` of each label's rows are the test."""
+    by_label: dict[str, list] = {}
+    for row in rows:
+        by_label.setdefault(row[1], []).append(row)
+    train, test = [], []
+    for label_rows in by_label.values():
+        k = max(1, round(len(label_rows) * test_fraction))
+        test += label_rows[:k]
+        train += label_rows[k:]
+    return train, test
+
+
+def _finetune(model_dir, train, test, names, *, seeds=(0, 1, 2), epochs: int = 3, lr: float = 5e-5, batch: int = 32,
+              max_len: int = 128, precision: str = "auto", device: str = "cpu") -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    runs = [_run(model_dir, train, test, len(names), seed=s, epochs=epochs, lr=lr, batch=batch,
                  max_len=max_len, precision=precision, device=device) for s in seeds]
     correct = np.stack(runs)
     return {"labels": names, "accuracy": correct.mean(1).tolist(), "correct": correct}
