@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from essence.cli import _write_index  # noqa: E402
+from essence.cli import IndexEntry, _write_index, collect_reports, main  # noqa: E402
 from essence.core.report import NOT_REPRODUCED, PARTLY, REPRODUCED, Report  # noqa: E402
 from essence.core.runs import Run, read_metrics  # noqa: E402
 from essence.methods import METHODS  # noqa: E402
@@ -44,7 +44,23 @@ def test_report_writes_markdown_figures_and_summary(tmp_path):
     with pytest.raises(ValueError, match="verdict must be one of"):
         report.claim("x", verdict="yes", evidence="")
 
-    index = _write_index(tmp_path, [(METHODS.get("moco"), report, ""),
-                                    (METHODS.get("corruptions"), None, "RuntimeError: boom")], "tiny")
+    index = _write_index(tmp_path, [IndexEntry.from_report(METHODS.get("moco"), report, "", tmp_path),
+                                    IndexEntry.from_report(METHODS.get("corruptions"), None, "RuntimeError: boom",
+                                                           tmp_path)], "tiny")
     body = index.read_text()
     assert "[report](moco/" in body and "| partly |" in body and "RuntimeError: boom" in body
+
+    # `essence index DIR`: the same rows rebuilt from the written summaries; the latest run of a method wins
+    later = Run.create("moco", "tiny", tmp_path)
+    newer = Report(later, title="MoCo", paper="He et al.", preset="tiny")
+    newer.claim("accuracy rises with K", verdict=REPRODUCED, evidence="0.50 -> 0.80")
+    newer.write()
+    entries = collect_reports(tmp_path, "tiny")
+    assert [e.title for e in entries] == [METHODS.get("moco").title]
+    assert entries[0].verdict == REPRODUCED and later.dir.name in entries[0].link
+    assert collect_reports(tmp_path, "standard") == []
+    assert main(["index", str(tmp_path), "--preset", "tiny"]) == 0
+    body = (tmp_path / "index.md").read_text()
+    assert "0.50 -> 0.80" in body and "0.7 vs 0.71" not in body
+    assert main(["index", str(tmp_path / "nowhere")]) == 2
+    assert main(["index", str(tmp_path), "--preset", "paper"]) == 2
