@@ -197,8 +197,8 @@ def _downstream(cfg: DistilConfig, run: Run, teacher_dir, *, device, precision: 
     seeds: ({model: (seeds, test items) correctness}, report rows)."""
     from essence.core.runtime import resolve_device
     from essence.core.stats import hierarchical_mean
+    from essence.data.labelled import load_labelled
     from essence.distilbert.finetune import finetune_rows, split_rows
-    from essence.pplm.data import load_labelled
 
     r = cfg.repro
     rows = [(" ".join(t.split()), label) for t, label in load_labelled(r.downstream, limit=r.downstream_per_class)]

