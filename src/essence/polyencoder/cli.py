@@ -1,4 +1,4 @@
-"""``essence polyencoder``: train, evaluate, index, rank, reproduce.
+"""``essence polyencoder``: train, evaluate, index, rank, export, reproduce.
 
     essence polyencoder train --set model.architecture=poly --set model.poly_m=16 --out runs/poly16
     essence polyencoder evaluate --model runs/poly16
@@ -6,6 +6,7 @@
     essence polyencoder index --model runs/poly16 --candidates responses.txt -o cands.safetensors
     essence polyencoder rank --index cands.safetensors "Who's there?" -k 5
     essence polyencoder rank --index cands.safetensors --contexts-file contexts.txt --json   # many, one model load
+    essence polyencoder export runs/poly16 exported/poly16   # for sentence-transformers / transformers / torch
     essence polyencoder reproduce [--preset quick]
 """
 
@@ -78,8 +79,9 @@ def _build_parser():
     p = sub.add_parser("evaluate", help="R@1 and MRR of a trained run (or a zero-shot encoder) on the test split")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a run directory from `train`")
-    which.add_argument("--zero-shot", metavar="ENCODER", help="an untrained encoder ('minilm' or a Hugging Face "
-                       "directory) used as a bi-encoder: mean pooling, cosine scores")
+    which.add_argument("--zero-shot", metavar="ENCODER", help="an untrained encoder ('minilm', a Hugging Face "
+                       "or a sentence-transformers directory) used as a bi-encoder: a sentence-transformers "
+                       "directory's own pooling (cosine scores when it normalises), else mean pooling and cosine")
     p.add_argument("--preset", default="quick", help="with --zero-shot: the preset whose data and token budgets "
                    "are used (default quick)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -104,6 +106,10 @@ def _build_parser():
     p.add_argument("--rerank-k", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("export", help="write a trained run for sentence-transformers (bi), transformers + "
+                       "plain torch (poly) or AutoModelForSequenceClassification (cross)")
+    p.add_argument("run", help="a run directory from `train`")
+    p.add_argument("out_dir", help="a new (or empty) directory to write")
     p = sub.add_parser("reproduce", help="bi vs poly vs cross on Shakespeare: accuracy, latency, verdicts")
     add_run_args(p)
     return parser
@@ -135,6 +141,14 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "export":
+            from essence.polyencoder.export import export
+
+            written = export(args.run, args.out_dir)
+            print(f"exported {args.run} -> {args.out_dir} (see {Path(args.out_dir) / 'README.md'}):")
+            for path in written:
+                print(f"  {path}")
+            return 0
         if args.command == "index":
             from essence.polyencoder.index import Ranker
 
@@ -179,14 +193,16 @@ def _evaluate(args) -> int:
 
     if args.zero_shot:
         from essence.polyencoder.config import PRESETS
+        from essence.polyencoder.export import zero_shot_scoring
         from essence.polyencoder.model import build_model
 
         cfg = PRESETS.build(args.preset, args.overrides)
-        mcfg = cfg.model.replace(architecture="bi", share_encoders=True, encoder=args.zero_shot, reduction="mean",
+        reduction, normalize, how = zero_shot_scoring(args.zero_shot)
+        mcfg = cfg.model.replace(architecture="bi", share_encoders=True, encoder=args.zero_shot, reduction=reduction,
                                  pretrained=True, num_layers=0)
         model, tok = build_model(mcfg)
         model.to("cpu" if args.device == "auto" else args.device).eval()
-        name, normalize = f"zero-shot {args.zero_shot} (mean pooling, cosine)", True
+        name = f"zero-shot {args.zero_shot} ({how})"
     else:
         model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
         name, normalize = f"{cfg.model.architecture}-encoder, {ckpt.name}", False

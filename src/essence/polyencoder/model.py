@@ -123,8 +123,9 @@ class PolyAttention(nn.Module):
 # the transformer T(.)
 # ----------------------------------------------------------------------------------------------------------
 def load_hf_encoder(name: str, *, pretrained: bool = True, num_layers: int = 0):
-    """``(model, tokenizer)`` for ``minilm``, ``minilm-tiny`` (random 2 x 64 weights, MiniLM's tokenizer) or a
-    Hugging Face model directory, offline."""
+    """``(model, tokenizer)`` for ``minilm``, ``minilm-tiny`` (random 2 x 64 weights, MiniLM's tokenizer), a
+    Hugging Face model directory or a sentence-transformers directory (its Transformer module, found through
+    ``modules.json``; the pooling is read by :func:`essence.polyencoder.export.read_sentence_transformer`), offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -134,6 +135,10 @@ def load_hf_encoder(name: str, *, pretrained: bool = True, num_layers: int = 0):
         folder = minilm_dir()
     else:
         folder = Path(name)
+        if (folder / "modules.json").exists():   # a sentence-transformers directory: its Transformer module's folder
+            from essence.polyencoder.export import sentence_transformer_dir
+
+            folder = sentence_transformer_dir(folder)
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"model.encoder {name!r} is neither 'minilm' nor a Hugging Face model "
                                     f"directory (no config.json there)")
