@@ -301,3 +301,39 @@ def test_rank_reads_many_contexts_from_a_file(runs, tmp_path, capsys, monkeypatc
     assert len(json.loads(capsys.readouterr().out)) == 1
     assert main(["rank", "--index", str(idx)]) == 2                      # no contexts at all: one-line error
     assert "needs contexts" in capsys.readouterr().err
+
+
+def test_rank_with_a_first_stage_equals_full_scoring(runs, tmp_path, capsys):
+    import json
+
+    from essence.polyencoder.cli import main
+    from essence.polyencoder.index import Ranker
+
+    ranker = Ranker.from_run(runs / "poly")
+    ranker.build_index([p.response for p in _pairs(40, 4)])
+    idx = ranker.save_index(tmp_path / "i.safetensors")
+    assert main(["rank", "--index", str(idx), "who is there", "-k", "3", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    # a first stage over every candidate (k1 >= C) is the exact ranking
+    assert main(["rank", "--index", str(idx), "who is there", "-k", "3", "--json", "--first-stage", "exact",
+                 "--first-stage-k", "40"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert [c["candidate"] for c in two[0]] == [c["candidate"] for c in full[0]]
+    assert main(["rank", "--index", str(idx), "hi", "--first-stage", "exact", "--first-stage-k", "0"]) == 2
+    assert "k must be" in capsys.readouterr().err
+
+
+def test_evaluate_on_user_candidate_sets(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ESSENCE_PROGRESS", "0")
+    from essence.polyencoder.cli import main
+
+    pairs = _pairs(12, 5)
+    lines = [f"{' || '.join(p.context)}\t{p.response}\t" + "\t".join(pairs[(i + j) % 12].response for j in (1, 2, 3))
+             for i, p in enumerate(pairs)]
+    (tmp_path / "sets.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(runs / "poly"), "--sets", str(tmp_path / "sets.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "R@1/4" in out and "MRR" in out                             # sets of 4: R@1/4 only
+    (tmp_path / "bad.tsv").write_text("ctx\tgold\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(runs / "poly"), "--sets", str(tmp_path / "bad.tsv")]) == 2
+    assert "at least 3 fields" in capsys.readouterr().err

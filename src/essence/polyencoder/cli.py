@@ -6,6 +6,7 @@
     essence polyencoder index --model runs/poly16 --candidates responses.txt -o cands.safetensors
     essence polyencoder rank --index cands.safetensors "Who's there?" -k 5
     essence polyencoder rank --index cands.safetensors --contexts-file contexts.txt --json   # many, one model load
+    essence polyencoder rank --index big.safetensors "Who's there?" --first-stage faiss --faiss-index HNSW32
     essence polyencoder export runs/poly16 exported/poly16   # for sentence-transformers / transformers / torch
     essence polyencoder reproduce [--preset quick]
 """
@@ -88,6 +89,9 @@ def _build_parser():
                    help="with --zero-shot: config overrides (e.g. data.dataset=pairs.tsv)")
     p.add_argument("--candidates", type=int, default=20, help="candidates per context (default 20)")
     p.add_argument("--contexts", type=int, default=500, help="test contexts (default 500)")
+    p.add_argument("--sets", default=None, metavar="FILE", help="your own candidate sets instead of the test split: "
+                   ".tsv (context<TAB>gold<TAB>negatives...) or .jsonl ({context, candidates, label} or "
+                   "{context, response, negatives}); every set the same size")
     p.add_argument("--device", default="auto")
     p = sub.add_parser("index", help="encode and store candidate vectors")
     p.add_argument("--model", required=True, help="a bi- or poly-encoder run directory")
@@ -104,6 +108,17 @@ def _build_parser():
     p.add_argument("--model", default=None, help="run to score with (default: the run recorded in the index)")
     p.add_argument("--rerank", default=None, help="a cross-encoder run that re-ranks the top --rerank-k")
     p.add_argument("--rerank-k", type=int, default=20)
+    p.add_argument("--first-stage", choices=["exact", "faiss"], default=None,
+                   help="two-stage retrieval for large indexes: a maximum-inner-product search (exact torch, or "
+                   "faiss) for --first-stage-k candidates per context vector, then the exact poly / bi score on "
+                   "their union (default: score every candidate)")
+    p.add_argument("--first-stage-k", type=int, default=256)
+    p.add_argument("--first-stage-query", choices=["codes", "mean"], default="codes",
+                   help="search with each of the m context vectors (certified exact where the bound holds) or "
+                   "once with their mean (m times cheaper)")
+    p.add_argument("--faiss-index", default="Flat", metavar="SPEC",
+                   help="faiss.index_factory string (Flat, HNSW32, IVF1024,Flat, ...; default Flat)")
+    p.add_argument("--faiss-params", default="", metavar="P", help="faiss search parameters, e.g. nprobe=32")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", default="cpu")
     p = sub.add_parser("export", help="write a trained run for sentence-transformers (bi), transformers + "
@@ -170,6 +185,9 @@ def main(argv: list[str]) -> int:
                 raise UsageError("rank needs contexts: as arguments or with --contexts-file FILE ('-' for stdin)")
             args.context = raw
             ranker = Ranker.from_index(args.index, run=args.model, device=args.device, rerank_run=args.rerank)
+            if args.first_stage:
+                ranker.use_first_stage(args.first_stage, k=args.first_stage_k, query=args.first_stage_query,
+                                       spec=args.faiss_index, params=args.faiss_params)
             contexts = [tuple(t.strip() for t in c.split(" || ")) if " || " in c else c for c in raw]
             found = ranker.rank_batch(contexts, args.k, rerank_k=args.rerank_k if args.rerank else 0)
             if args.json:
@@ -187,7 +205,7 @@ def main(argv: list[str]) -> int:
 
 def _evaluate(args) -> int:
     from essence.core.progress import print_table
-    from essence.polyencoder.data import TextBatcher, candidate_sets, load_pairs
+    from essence.polyencoder.data import TextBatcher, candidate_sets, load_pairs, read_candidate_sets
     from essence.polyencoder.evaluate import evaluate_sets
     from essence.polyencoder.train import load_run
 
@@ -206,13 +224,18 @@ def _evaluate(args) -> int:
     else:
         model, tok, cfg, ckpt = load_run(args.model, "cpu" if args.device == "auto" else args.device)
         name, normalize = f"{cfg.model.architecture}-encoder, {ckpt.name}", False
-    _, _, test = load_pairs(cfg.data)
-    pool = max(cfg.data.candidate_pool, 3 * args.candidates) if cfg.data.candidate_pool else 0
-    pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed,
-                                 pool_size=pool)
+    if args.sets:
+        pairs, sets = read_candidate_sets(args.sets)
+        where = f"{len(pairs)} contexts of {args.sets}"
+    else:
+        _, _, test = load_pairs(cfg.data)
+        pool = max(cfg.data.candidate_pool, 3 * args.candidates) if cfg.data.candidate_pool else 0
+        pairs, sets = candidate_sets(test, args.candidates, max_contexts=args.contexts, seed=cfg.data.seed,
+                                     pool_size=pool)
+        where = f"{len(pairs)} test contexts"
     batcher = TextBatcher(tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
-    res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=(1, 5),
+    ks = (1, 5) if len(sets[0]) > 5 else (1,)
+    res = evaluate_sets(model, batcher, pairs, sets, device=next(model.parameters()).device, ks=ks,
                         normalize=normalize)
-    print_table(["metric", "value"], [(k, f"{v * 100:.2f}%") for k, v in res.items()],
-                title=f"{name}, {len(pairs)} test contexts")
+    print_table(["metric", "value"], [(k, f"{v * 100:.2f}%") for k, v in res.items()], title=f"{name}, {where}")
     return 0

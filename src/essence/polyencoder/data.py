@@ -6,6 +6,13 @@ Sources (``data.dataset``): ``shakespeare`` (speaker turns of the plays, split b
 - ``.tsv``: ``context<TAB>response`` per line; turns of a multi-turn context are separated by `` || ``.
 - ``.jsonl``: ``{"context": "..." or ["turn", ...], "response": "..."}`` per line.
 
+Evaluation candidate sets of the user's own (:func:`read_candidate_sets`, ``evaluate --sets FILE``), every set the
+same size:
+
+- ``.tsv``: ``context<TAB>gold<TAB>negative 1<TAB>...`` per line (turns separated by `` || ``);
+- ``.jsonl``: ``{"context": ..., "candidates": [...], "label": i}`` (the gold is ``candidates[i]``) or
+  ``{"context": ..., "response": gold, "negatives": [...]}`` per line.
+
 Token layout (BERT style, the ``[S]`` wrapping of the paper): ``[CLS] x [SEP]`` for one side,
 ``[CLS] ctxt [SEP] cand [SEP]`` with segments 0 / 1 for the cross-encoder. Context turns are joined with
 ``[SEP]`` and the context keeps its *most recent* tokens; candidates keep their first tokens.
@@ -24,8 +31,8 @@ import torch
 from essence.data.shakespeare import DialoguePair
 from essence.polyencoder.config import DataConfig
 
-__all__ = ["TextBatcher", "read_pairs", "load_pairs", "candidate_sets", "validate_candidates",
-           "DialoguePair"]
+__all__ = ["TextBatcher", "read_pairs", "load_pairs", "candidate_sets", "read_candidate_sets",
+           "validate_candidates", "DialoguePair"]
 
 
 class TextBatcher:
@@ -159,6 +166,57 @@ def read_pairs(path: str | Path) -> list[DialoguePair]:
     if not pairs:
         raise ValueError(f"{path} holds no pairs")
     return pairs
+
+
+def read_candidate_sets(path: str | Path) -> tuple[list[DialoguePair], list[list[str]]]:
+    """``(pairs, sets)`` from a user ``.tsv`` / ``.jsonl`` file of evaluation sets (module docstring), in the
+    layout of :func:`candidate_sets`: the gold candidate first. Sets of different sizes, a gold missing from its
+    candidates, empty or duplicated candidates are refused with the line number."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"candidate sets file not found: {path}")
+    if path.suffix not in (".tsv", ".jsonl"):
+        raise ValueError(f"{path}: candidate sets files must end in .tsv or .jsonl")
+    pairs, sets = [], []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".tsv":
+            parts = line.split("\t")
+            if len(parts) < 3:
+                raise ValueError(f"{path}:{n}: expected 'context<TAB>gold<TAB>negative...' (at least 3 fields), got "
+                                 f"{len(parts)}")
+            turns, cands = parts[0].split(" || "), parts[1:]
+        else:
+            try:
+                obj = json.loads(line)
+                ctx = obj["context"]
+                if "candidates" in obj:
+                    cands, label = list(obj["candidates"]), obj.get("label", 0)
+                    if not isinstance(label, int) or not 0 <= label < len(cands):
+                        raise ValueError(f"label {label!r} is not an index into its {len(cands)} candidates")
+                    cands = [cands[label], *cands[:label], *cands[label + 1:]]
+                else:
+                    cands = [obj["response"], *obj["negatives"]]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'context' and either 'candidates' (+ "
+                                 f"'label') or 'response' + 'negatives' ({err})") from None
+            turns = [ctx] if isinstance(ctx, str) else list(ctx)
+        turns = [str(t).strip() for t in turns if str(t).strip()]
+        if not turns:
+            raise ValueError(f"{path}:{n}: empty context")
+        try:
+            cands = validate_candidates(list(cands), what="candidates")
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: {err}") from None
+        if sets and len(cands) != len(sets[0]):
+            raise ValueError(f"{path}:{n}: {len(cands)} candidates, but the sets above have {len(sets[0])}; every "
+                             f"set must have the same size (R@1/C compares like with like)")
+        pairs.append(DialoguePair(tuple(turns), cands[0], f"line{n}"))
+        sets.append(cands)
+    if not sets:
+        raise ValueError(f"{path} holds no candidate sets")
+    return pairs, sets
 
 
 def load_pairs(cfg: DataConfig) -> tuple[list[DialoguePair], list[DialoguePair], list[DialoguePair]]:

@@ -10,6 +10,21 @@
 
 An index records a fingerprint of the candidate encoder's weights and settings; loading it with another model
 raises :class:`IndexMismatchError`. A cross-encoder run can re-rank the top ``rerank_k`` candidates.
+
+Large indexes: by default every context is scored against every cached vector (exact, chunked over C so that
+memory stays bounded). :meth:`Ranker.use_first_stage` adds a first stage, a maximum-inner-product search over the
+cached vectors (``exact``: chunked matmuls in torch; ``faiss``: any ``faiss.index_factory`` string, e.g. ``Flat``,
+``HNSW32`` or ``IVF1024,Flat``, when ``faiss-cpu`` is installed), whose union of candidates the poly-encoder then
+re-scores exactly::
+
+    ranker.use_first_stage("faiss", k=256, spec="HNSW32", query="codes")
+
+With ``query="codes"`` the first stage searches with each of the m context vectors y^i_ctxt. For the paper's
+dot-product attention (``basic``/``sqrt``) the poly score is a convex combination of the y^i_ctxt . y_cand, so it
+never exceeds their maximum: a candidate missed by every search scores at most the largest of the m k-th inner
+products, and when the k-th re-scored poly score beats that bound the top k is provably the exact one
+(``ranker.last_search["certified"]`` flags such contexts; only with an exact first stage). ``query="mean"``
+searches once with the mean of the m vectors: m times cheaper, no certificate.
 """
 
 from __future__ import annotations
@@ -26,7 +41,8 @@ from safetensors.torch import save_file
 from essence.polyencoder.data import TextBatcher, validate_candidates
 from essence.polyencoder.evaluate import encode_candidates
 
-__all__ = ["Ranker", "IndexMismatchError", "model_fingerprint", "read_index", "chunked_topk"]
+__all__ = ["Ranker", "IndexMismatchError", "model_fingerprint", "read_index", "chunked_topk", "FirstStage",
+           "mips_topk", "two_stage_topk"]
 
 _FORMAT = "essence-polyencoder-index/2"      # texts as UTF-8 bytes + offsets tensors
 _FORMAT_V1 = "essence-polyencoder-index/1"   # texts as JSON in the header (read only)
@@ -117,6 +133,9 @@ class Ranker:
         self.reranker = reranker
         self.texts: list[str] = []
         self.vectors: torch.Tensor | None = None
+        self.first_stage: FirstStage | None = None
+        self._first_stage_args: dict | None = None
+        self.last_search: dict = {}
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -147,6 +166,7 @@ class Ranker:
                                          device=self.device, warn=True,
                                          progress_desc="index" if progress else None)
         self.texts = texts
+        self._rebuild_first_stage()
 
     def save_index(self, path: str | Path) -> Path:
         if self.vectors is None:
@@ -169,6 +189,37 @@ class Ranker:
                 f"{info.get('run')}; this model: {self.fingerprint}, run {self.run}); rebuild it with "
                 f"`essence polyencoder index --model <run> --candidates <file> -o {path}`")
         self.vectors, self.texts = vectors, info["texts"]
+        self._rebuild_first_stage()
+
+    # -- two-stage retrieval ---------------------------------------------------------------------------------
+    def use_first_stage(self, backend: str | None = "exact", *, k: int = 256, query: str = "codes",
+                        spec: str = "Flat", params: str = "") -> Ranker:
+        """Rank in two stages: a maximum-inner-product search for ``k`` candidates per query vector
+        (``backend`` ``exact`` or ``faiss`` with the ``faiss.index_factory`` string ``spec`` and optional
+        ``faiss.ParameterSpace`` ``params`` such as ``"nprobe=32"`` or ``"efSearch=128"``; at least the ``k``
+        asked of ``rank``), then the exact
+        poly / bi score on their union. ``query``: ``codes`` (one search per context vector y^i_ctxt; certified
+        exact where the bound holds, see the module docstring) or ``mean`` (one search with their mean).
+        ``backend=None`` goes back to scoring every candidate. Returns ``self``."""
+        if backend is None:
+            self.first_stage, self._first_stage_args = None, None
+            return self
+        if backend not in FirstStage.BACKENDS:
+            raise ValueError(f"first-stage backend must be one of {FirstStage.BACKENDS}, got {backend!r}")
+        if query not in ("codes", "mean"):
+            raise ValueError(f"first-stage query must be codes or mean, got {query!r}")
+        if k < 1:
+            raise ValueError(f"first-stage k must be >= 1, got {k}")
+        self._first_stage_args = {"backend": backend, "k": k, "query": query, "spec": spec, "params": params}
+        self._rebuild_first_stage()
+        return self
+
+    def _rebuild_first_stage(self) -> None:
+        a = self._first_stage_args
+        if a is None or self.vectors is None:
+            self.first_stage = None
+            return
+        self.first_stage = FirstStage(self.vectors, a["backend"], spec=a["spec"], params=a["params"])
 
     # -- ranking ---------------------------------------------------------------------------------------------
     def rank(self, context: str | Sequence[str], k: int = 5, *, rerank_k: int = 0) -> list[tuple[str, float]]:
@@ -193,17 +244,26 @@ class Ranker:
         top = min(max(k, rerank_k), len(self.texts))
         cache = self.vectors.to(self.device)
         out = []
+        certified: list[bool] = []
         for s in range(0, len(ctxs), batch_size):
             part = ctxs[s:s + batch_size]
             ids, mask = self.batcher.contexts(part)
             rep, rep_mask = self.model.encode_context(ids.to(self.device), mask.to(self.device))
-            vals, idx = chunked_topk(self.model, rep, rep_mask, cache, top)
+            if self.first_stage is None:
+                vals, idx = chunked_topk(self.model, rep, rep_mask, cache, top)
+            else:
+                a = self._first_stage_args
+                vals, idx, cert = two_stage_topk(self.model, rep, rep_mask, cache, top, self.first_stage,
+                                                 k=a["k"], query=a["query"])
+                certified += cert
             for ctx, v, i in zip(part, vals.tolist(), idx.tolist()):
-                found = [(self.texts[j], s_) for j, s_ in zip(i, v)]
+                found = [(self.texts[j], s_) for j, s_ in zip(i, v) if j >= 0]   # -1: first stage found fewer
                 if rerank_k:
                     head = self.reranker.rerank(ctx, [t for t, _ in found[:rerank_k]])
                     found = head + found[rerank_k:]
                 out.append(found[:k])
+        self.last_search = {"contexts": len(ctxs), "first_stage": dict(self._first_stage_args or {}),
+                            "certified": certified if self.first_stage is not None else [True] * len(ctxs)}
         return out
 
 
@@ -224,6 +284,120 @@ def chunked_topk(model, rep: torch.Tensor, rep_mask: torch.Tensor, cache: torch.
             i = torch.cat([best_i, i], 1).gather(1, j)
         best_v, best_i = v, i
     return best_v.cpu(), best_i.cpu()
+
+
+def mips_topk(queries: torch.Tensor, cache: torch.Tensor, k: int, *, max_elements: int = 1 << 24
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact maximum-inner-product top-k of (Q, d) ``queries`` against (C, d) ``cache``, chunked over C so that
+    the (Q, chunk) score block stays under ``max_elements`` floats. -> (Q, k) values and indices."""
+    Q = queries.shape[0]
+    chunk = max(1024, max_elements // max(1, Q))
+    k = min(k, cache.shape[0])
+    best_v = best_i = None
+    q = queries.float()
+    for s in range(0, cache.shape[0], chunk):
+        scores = q @ cache[s:s + chunk].float().T
+        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
+        i = i + s
+        if best_v is not None:
+            v, j = torch.cat([best_v, v], 1).topk(min(k, best_v.shape[1] + v.shape[1]), dim=1)
+            i = torch.cat([best_i, i], 1).gather(1, j)
+        best_v, best_i = v, i
+    return best_v, best_i
+
+
+class FirstStage:
+    """Maximum-inner-product search over cached candidate vectors, the first stage of two-stage retrieval.
+
+    ``exact``: chunked matmuls in torch (no dependency; exact). ``faiss``: a ``faiss`` index from
+    ``faiss.index_factory(d, spec, METRIC_INNER_PRODUCT)`` (``Flat`` is exact; ``HNSW32``, ``IVF1024,Flat``,
+    ``IVF1024,PQ32`` ... trade recall for speed and memory), trained on the vectors when the index type needs it,
+    with ``params`` passed to ``faiss.ParameterSpace().set_index_parameters`` (e.g. ``"nprobe=32"``).
+    """
+
+    BACKENDS = ("exact", "faiss")
+
+    def __init__(self, vectors: torch.Tensor, backend: str = "exact", *, spec: str = "Flat", params: str = ""):
+        if backend not in self.BACKENDS:
+            raise ValueError(f"first-stage backend must be one of {self.BACKENDS}, got {backend!r}")
+        self.backend, self.spec = backend, spec
+        self.vectors = vectors.float().cpu().contiguous()
+        self.index = None
+        self.exact = backend == "exact"
+        if backend == "faiss":
+            try:
+                import faiss
+            except ImportError:
+                raise ImportError("the faiss first stage needs faiss-cpu: pip install faiss-cpu (or use the "
+                                  "'exact' backend)") from None
+            from essence.core.runtime import available_cores
+
+            faiss.omp_set_num_threads(available_cores())
+            x = self.vectors.numpy()
+            try:
+                index = faiss.index_factory(x.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as err:
+                raise ValueError(f"faiss cannot build an index from {spec!r}: {str(err).splitlines()[-1]}") \
+                    from None
+            if not index.is_trained:
+                index.train(x)
+            index.add(x)
+            if params:
+                faiss.ParameterSpace().set_index_parameters(index, params)
+            self.index = index
+            self.exact = spec.strip().lower() == "flat"
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q, d) -> (Q, k) inner products and candidate indices (-1 where faiss found fewer than k)."""
+        k = min(k, self.vectors.shape[0])
+        if self.index is None:
+            return mips_topk(queries, self.vectors, k)
+        d, i = self.index.search(queries.float().contiguous().numpy(), k)
+        return torch.from_numpy(d), torch.from_numpy(i).long()
+
+
+def two_stage_topk(model, rep: torch.Tensor, rep_mask: torch.Tensor, cache: torch.Tensor, top: int,
+                   first_stage: FirstStage, *, k: int = 256, query: str = "codes"
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+    """Two-stage top-``top``: ``first_stage`` returns ``max(k, top)`` candidates per query vector (the m context
+    vectors with ``query="codes"``, their masked mean with ``"mean"``), ``model.score`` re-scores their union
+    exactly. -> (B, top) values and indices (-inf / -1 padding where the union is smaller than ``top``) and, per
+    context, whether the result is certified exact (see the module docstring)."""
+    B, m, d = rep.shape
+    maskf = rep_mask.float()
+    if query == "mean" or m == 1:
+        queries = ((rep.float() * maskf[..., None]).sum(1) / maskf.sum(1, keepdim=True).clamp_min(1))[:, None]
+        qmask = torch.ones(B, 1, dtype=torch.bool)
+    else:
+        queries, qmask = rep.float(), rep_mask.bool().cpu()
+    q = queries.shape[1]
+    k1 = min(max(k, top), cache.shape[0])
+    vals1, idx1 = first_stage.search(queries.reshape(B * q, d).cpu(), k1)
+    vals1, idx1 = vals1.view(B, q, k1), idx1.view(B, q, k1)
+    # the bound: a candidate missed by every query has each y^i . y_cand at most that query's k-th value, so its
+    # poly score (a convex combination of them, for dot-product attention) at most the largest of those values
+    attention = getattr(model, "attention", None)
+    bounded = first_stage.exact and (m == 1 or (query == "codes" and attention is not None
+                                                and attention.kind != "multihead"))
+    out_v = torch.full((B, top), float("-inf"))
+    out_i = torch.full((B, top), -1, dtype=torch.long)
+    certified = [False] * B
+    for b in range(B):
+        ids = idx1[b][qmask[b]].flatten()
+        ids = torch.unique(ids[ids >= 0])
+        if ids.numel() == 0:
+            continue
+        scores = model.score(rep[b:b + 1], rep_mask[b:b + 1], cache[ids.to(cache.device)])[0].cpu()
+        n = min(top, ids.numel())
+        v, j = scores.topk(n)
+        out_v[b, :n], out_i[b, :n] = v, ids[j]
+        if bounded:
+            # m = 1: the search ranks by the score itself. Otherwise compare with the bound, allowing for the
+            # rounding difference between the two matmuls (a tie within float error is a tie).
+            bound = float(vals1[b][qmask[b]][:, -1].max())
+            certified[b] = k1 >= cache.shape[0] or (n == top and (
+                m == 1 or float(v[-1]) >= bound - 1e-5 * max(1.0, abs(bound))))
+    return out_v, out_i, certified
 
 
 def _check_context(context, i: int):
