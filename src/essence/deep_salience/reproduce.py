@@ -5,7 +5,7 @@ The protocol (issue 13, DESIGN.md "Reproduction protocol"):
 * **Out-of-domain evaluation.** Training renders use TimGM6mb and the training instrument pools; in the
   ``standard`` preset the validation and test renders use another soundfont (FluidR3, Debian
   ``fluid-soundfont-gm``) and instruments that no training pool contains, and the test set is the whole test
-  split (44 chorales).
+  split (its 32 four-voice chorales, two 8 s clips each).
 * **Same tuning for every system.** Each system is a decoder with one threshold tau, swept over 0.1..0.9 on the
   validation clips by the same rule (mean Accuracy for multi-f0, Overall Accuracy for melody):
   our networks, the released Keras weights, basic-pitch's frame posteriorgram and its note output, harmonic-sum
