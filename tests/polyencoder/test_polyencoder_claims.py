@@ -72,6 +72,17 @@ def test_cross_vs_poly_is_inconclusive_while_the_cross_curve_still_rises():
     assert not cross_still_rising([(0, 0.1)]) and not cross_still_rising([(0, 0.1), (10, 0.1)])
 
 
+def test_cross_vs_poly_is_inconclusive_when_the_cross_encoder_never_left_chance():
+    at_chance = ((0, 0.05), (40, 0.05), (80, 0.045))
+    assert _verdicts(_measured(cross=0.05, curve=at_chance))["Cross-encoder >="] == INCONCLUSIVE
+    assert _verdicts(_measured(cross=0.03, curve=at_chance))["Cross-encoder >="] == INCONCLUSIVE
+    # above chance, trained to a plateau and still behind: a real "not reproduced"
+    assert _verdicts(_measured(cross=0.15, curve=((0, 0.05), (40, 0.2), (80, 0.15))))["Cross-encoder >="] \
+        == NOT_REPRODUCED
+    reason = next(c for c in judge(_measured(cross=0.05, curve=at_chance)) if "Cross-encoder" in c.claim)
+    assert "did not learn" in str(reason)
+
+
 def test_latency_claims_flip():
     v = _verdicts(_measured(poly_ms=3.0, cross_x=10.0, grow=0.5))
     assert v["latency is close"] == NOT_REPRODUCED

@@ -107,7 +107,16 @@ def judge(m: Measured) -> list[ClaimResult]:
         d = decide(hierarchical_difference(_m(m.cross_hits), _m(m.hits[p])[:, :n], unit="contexts"))
         verdict, reason = d.verdict, ""
         curve = ", ".join(f"{s}: {100 * v:.1f}" for s, v in m.cross_curve)
-        if d.verdict == NOT_REPRODUCED and cross_still_rising(m.cross_curve):
+        chance = 1.0 / m.candidates
+        alone = hierarchical_mean(_m(m.cross_hits), unit="contexts")
+        if d.verdict == NOT_REPRODUCED and alone.low <= chance:
+            # an arm that has not learned anything cannot test the architecture claim
+            verdict = INCONCLUSIVE
+            reason = (f"the cross-encoder did not learn within its budget: its test R@1 {alone.format(1, 100)} does "
+                      f"not exceed chance ({100 * chance:.1f})" + (f" (validation R@1/20 by step: {curve})"
+                                                                   if curve else "")
+                      + "; the paper compares trained models, so this budget cannot decide the claim")
+        elif d.verdict == NOT_REPRODUCED and cross_still_rising(m.cross_curve):
             verdict = INCONCLUSIVE
             reason = (f"the cross-encoder was still improving when its budget ended (validation R@1/20 by step: "
                       f"{curve}); the paper compares converged models, so this budget cannot decide the claim")
