@@ -160,3 +160,58 @@ def test_entry_point_prints_one_line_and_no_traceback(tmp_path):
         assert "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+# -- a failed command leaves no empty run directory (issue 18: a failed distill left one) --------------------
+def test_a_command_that_fails_before_any_result_removes_its_new_run_dir(tmp_path, monkeypatch):
+    from essence.core.runs import Run
+
+    monkeypatch.chdir(tmp_path)
+
+    def fails_early():
+        run = Run.create("m", "p", tmp_path / "early", exact=True)
+        run.save_config({"a": 1})
+        (run.dir / "encoder").mkdir()
+        (run.dir / "encoder" / "vocab.txt").write_text("x")        # setup files are not results
+        raise ValueError("teacher has no MLM head")
+
+    assert run_cli(fails_early) == 2
+    assert not (tmp_path / "early").exists()
+
+    def fails_late():
+        run = Run.create("m", "p", tmp_path / "late", exact=True)
+        run.log(1, loss=1.0)
+        raise ValueError("diverged")
+
+    assert run_cli(fails_late) == 2
+    assert (tmp_path / "late" / "metrics.jsonl").exists()             # results are never removed
+
+    def interrupted_with_checkpoint():
+        run = Run.create("m", "p", tmp_path / "ckpt", exact=True)
+        (run.checkpoints_dir / "step-000001.safetensors").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    assert run_cli(interrupted_with_checkpoint) == 130
+    assert (tmp_path / "ckpt" / "checkpoints" / "step-000001.safetensors").exists()
+
+
+def test_a_failed_resume_or_a_pre_existing_dir_is_never_removed(tmp_path):
+    from essence.core.runs import Run
+
+    (tmp_path / "mine").mkdir()
+
+    def fails():
+        Run.create("m", "p", tmp_path / "mine", exact=True)                # the user's own (empty) directory
+        Run.create("m", "p", tmp_path / "resumed", exact=True, resume=True)
+        raise ValueError("bad")
+
+    assert run_cli(fails) == 2
+    assert (tmp_path / "mine").is_dir() and (tmp_path / "resumed").is_dir()
+
+
+def test_a_successful_command_keeps_its_run_dir_even_without_results(tmp_path):
+    from essence.core.runs import Run
+
+    assert run_cli(lambda: Run.create("m", "p", tmp_path / "ok", exact=True) and 0) == 0
+    assert run_cli(lambda: (_ for _ in ()).throw(ValueError("a later, unrelated failure"))) == 2
+    assert (tmp_path / "ok").is_dir()

@@ -94,10 +94,13 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     """Call ``fn`` and map errors to exit codes: user error 2, missing dependency 1, Ctrl-C 130."""
     from essence.core.loop import NonFiniteLossError
     from essence.core.progress import console
+    from essence.core.runs import discard_empty_runs, forget_new_runs
 
+    forget_new_runs()   # only the runs this command creates
+    code = 1
     try:
-        code = fn()
-        return int(code or 0)
+        code = int(fn() or 0)
+        return code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
@@ -110,6 +113,10 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     except (ValueError, FileNotFoundError, NotImplementedError, KeyError) as err:
         _print_error(err.args[0] if isinstance(err, KeyError) and err.args else err)
         return 2
+    finally:
+        if code != 0:   # a failed command leaves no empty run directory behind (results are never removed);
+            discard_empty_runs()   # silently: the error stays one line
+        forget_new_runs()
 
 
 def _print_error(message: object) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,36 @@ def run_files(path: str | Path) -> list[str]:
     if any((path / "checkpoints").glob("*.safetensors")):
         found.append("checkpoints/")
     return found
+
+
+# Run directories this process created (not resumed, not pre-existing): discard_empty_runs may remove them.
+_CREATED: list[Path] = []
+_RESULT_FILES = ("metrics.jsonl", "summary.json", "report.md")
+
+
+def _holds_results(path: Path) -> bool:
+    if any((path / name).exists() for name in _RESULT_FILES):
+        return True
+    return any(f.is_file() for sub in ("checkpoints", "figures") for f in (path / sub).rglob("*"))
+
+
+def forget_new_runs() -> None:
+    """Stop tracking the run directories created so far (``run_cli`` calls it around each command)."""
+    _CREATED.clear()
+
+
+def discard_empty_runs() -> list[Path]:
+    """Remove the run directories this process created that hold no result: no metrics, summary, report,
+    checkpoint or figure (only the config and setup files written before the first step). A command that fails
+    before it has done anything calls this, so it leaves no empty run behind for the next ``--out`` to trip
+    over. Returns the removed directories."""
+    removed = []
+    while _CREATED:
+        path = _CREATED.pop()
+        if is_main() and path.is_dir() and not _holds_results(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def default_runs_root() -> Path:
@@ -98,7 +129,11 @@ class Run:
                 n += 1
                 path = root / method / f"{stamp}-{preset}-{n}"
         path = Path(broadcast_object(str(path)))
-        return cls(path, method=method, preset=preset)
+        new = not path.exists()
+        run = cls(path, method=method, preset=preset)
+        if new and not resume:
+            _CREATED.append(path)
+        return run
 
     @property
     def checkpoints_dir(self) -> Path:
