@@ -34,5 +34,22 @@ def make_tiny_encoder(folder, *, seed: int = 0, hidden: int = 32, layers: int = 
     return folder
 
 
+PAIR_WORDS = "who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine".split()
+
+
+def make_pairs(n: int, seed: int = 0, words=PAIR_WORDS):
+    """``n`` random (context, response) pairs over ``words`` (responses made unique by their index)."""
+    import torch
+
+    from essence.polyencoder.data import DialoguePair
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        w = [words[j] for j in torch.randint(len(words), (5,), generator=g).tolist()]
+        out.append(DialoguePair((" ".join(w[:3]),), " ".join(w[2:]) + f" {i}", "g"))
+    return out
+
+
 def has_package(name: str) -> bool:
     return importlib.util.find_spec(name) is not None

@@ -9,11 +9,13 @@ import shutil
 
 import pytest
 import torch
+from polyencoder_helpers import PAIR_WORDS as WORDS
 from polyencoder_helpers import has_package, make_tiny_encoder
+from polyencoder_helpers import make_pairs as _pairs
 
 from essence.core.runs import Run
 from essence.polyencoder.config import DataConfig, ModelConfig, OptimConfig, PolyEncoderConfig, TrainConfig
-from essence.polyencoder.data import DialoguePair, TextBatcher
+from essence.polyencoder.data import TextBatcher
 from essence.polyencoder.export import (
     CROSS_EPS,
     _cross_classifier,
@@ -25,20 +27,10 @@ from essence.polyencoder.export import (
 from essence.polyencoder.model import CrossEncoder, TransformerEncoder, build_model, load_hf_encoder
 from essence.polyencoder.train import load_run, train
 
-WORDS = "who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine".split()
 CONTEXTS = [("who is there",), ("hello", "how are you"), ("nay answer me stand and unfold yourself",)]
 # the third context is longer than max_context_tokens (16): essence keeps its *last* tokens
 LONG = ("long live the king " * 5).strip()
 CANDIDATES = ["nay answer me", "long live the king", "hi", "stand and unfold yourself fine good morning", "who"]
-
-
-def _pairs(n: int, seed: int = 0) -> list[DialoguePair]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        w = [WORDS[j] for j in torch.randint(len(WORDS), (5,), generator=g).tolist()]
-        out.append(DialoguePair((" ".join(w[:3]),), " ".join(w[2:]) + f" {i}", "g"))
-    return out
 
 
 def _cfg(enc, arch: str, **model_kw) -> PolyEncoderConfig:

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from polyencoder_helpers import make_pairs as _pairs
 from polyencoder_helpers import make_tiny_encoder
 
 from essence.core.runs import Run
@@ -18,25 +19,13 @@ from essence.polyencoder.config import (
     SyntheticConfig,
     TrainConfig,
 )
-from essence.polyencoder.data import DialoguePair
 from essence.polyencoder.model import build_model
 from essence.polyencoder.train import load_run, param_groups, sample_negatives, train
-
-WORDS = "who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine".split()
 
 
 @pytest.fixture(scope="module")
 def enc(tmp_path_factory):
     return make_tiny_encoder(tmp_path_factory.mktemp("enc"))
-
-
-def _pairs(n: int, seed: int = 0) -> list[DialoguePair]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        w = [WORDS[j] for j in torch.randint(len(WORDS), (5,), generator=g).tolist()]
-        out.append(DialoguePair((" ".join(w[:3]),), " ".join(w[2:]) + f" {i}", "g"))
-    return out
 
 
 def _cfg(enc, arch="poly", **kw) -> PolyEncoderConfig:

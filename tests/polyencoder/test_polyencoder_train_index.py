@@ -7,26 +7,16 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from polyencoder_helpers import PAIR_WORDS as WORDS
+from polyencoder_helpers import make_pairs as _pairs
 from polyencoder_helpers import make_tiny_encoder
 
 from essence.core.runs import Run
 from essence.core.testing import assert_within_float32_error as _assert_within_float32_error
 from essence.polyencoder.config import DataConfig, ModelConfig, OptimConfig, PolyEncoderConfig, TrainConfig
-from essence.polyencoder.data import DialoguePair
 from essence.polyencoder.index import IndexMismatchError, Ranker
 from essence.polyencoder.loss import in_batch_loss, inline_loss
 from essence.polyencoder.train import load_run, train
-
-WORDS = "who is there nay answer me stand and unfold yourself long live the king hello hi how are you fine".split()
-
-
-def _pairs(n: int, seed: int = 0) -> list[DialoguePair]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        w = [WORDS[j] for j in torch.randint(len(WORDS), (5,), generator=g).tolist()]
-        out.append(DialoguePair((" ".join(w[:3]),), " ".join(w[2:]) + f" {i}", "g"))
-    return out
 
 
 def _cfg(enc, arch="poly", steps=4, **train_kw) -> PolyEncoderConfig:

@@ -267,36 +267,12 @@ class Ranker:
         return out
 
 
-def chunked_topk(model, rep: torch.Tensor, rep_mask: torch.Tensor, cache: torch.Tensor, k: int, *,
-                 max_elements: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k scores and candidate indices of every context against ``cache`` (C, d), scoring C in chunks so
-    that the poly-encoder's (B, chunk, m) attention logits stay under ``max_elements`` floats (64 MB) whatever C
-    is; a running top-k is merged chunk by chunk. Same result as ``model.score(...).topk(k)``. -> (B, k) x 2."""
-    B, m = rep.shape[0], rep.shape[1]
-    chunk = max(1024, max_elements // max(1, B * m))
+def _running_topk(score_chunk, C: int, k: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over C candidates scored ``chunk`` at a time by ``score_chunk(start, stop) -> (B, stop - start)``,
+    keeping a running top-k merged chunk by chunk (memory bounded by the chunk, not by C)."""
     best_v = best_i = None
-    for s in range(0, cache.shape[0], chunk):
-        scores = model.score(rep, rep_mask, cache[s:s + chunk])                  # (B, chunk) fp32
-        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
-        i = i + s
-        if best_v is not None:
-            v, j = torch.cat([best_v, v], 1).topk(min(k, best_v.shape[1] + v.shape[1]), dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, j)
-        best_v, best_i = v, i
-    return best_v.cpu(), best_i.cpu()
-
-
-def mips_topk(queries: torch.Tensor, cache: torch.Tensor, k: int, *, max_elements: int = 1 << 24
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact maximum-inner-product top-k of (Q, d) ``queries`` against (C, d) ``cache``, chunked over C so that
-    the (Q, chunk) score block stays under ``max_elements`` floats. -> (Q, k) values and indices."""
-    Q = queries.shape[0]
-    chunk = max(1024, max_elements // max(1, Q))
-    k = min(k, cache.shape[0])
-    best_v = best_i = None
-    q = queries.float()
-    for s in range(0, cache.shape[0], chunk):
-        scores = q @ cache[s:s + chunk].float().T
+    for s in range(0, C, chunk):
+        scores = score_chunk(s, min(C, s + chunk))
         v, i = scores.topk(min(k, scores.shape[1]), dim=1)
         i = i + s
         if best_v is not None:
@@ -304,6 +280,26 @@ def mips_topk(queries: torch.Tensor, cache: torch.Tensor, k: int, *, max_element
             i = torch.cat([best_i, i], 1).gather(1, j)
         best_v, best_i = v, i
     return best_v, best_i
+
+
+def chunked_topk(model, rep: torch.Tensor, rep_mask: torch.Tensor, cache: torch.Tensor, k: int, *,
+                 max_elements: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k scores and candidate indices of every context against ``cache`` (C, d), scoring C in chunks so
+    that the poly-encoder's (B, chunk, m) attention logits stay under ``max_elements`` floats (64 MB) whatever C
+    is; a running top-k is merged chunk by chunk. Same result as ``model.score(...).topk(k)``. -> (B, k) x 2."""
+    B, m = rep.shape[0], rep.shape[1]
+    chunk = max(1024, max_elements // max(1, B * m))
+    v, i = _running_topk(lambda a, b: model.score(rep, rep_mask, cache[a:b]), cache.shape[0], k, chunk)
+    return v.cpu(), i.cpu()
+
+
+def mips_topk(queries: torch.Tensor, cache: torch.Tensor, k: int, *, max_elements: int = 1 << 24
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact maximum-inner-product top-k of (Q, d) ``queries`` against (C, d) ``cache``, chunked over C so that
+    the (Q, chunk) score block stays under ``max_elements`` floats. -> (Q, k) values and indices."""
+    chunk = max(1024, max_elements // max(1, queries.shape[0]))
+    q = queries.float()
+    return _running_topk(lambda a, b: q @ cache[a:b].float().T, cache.shape[0], min(k, cache.shape[0]), chunk)
 
 
 class FirstStage:
