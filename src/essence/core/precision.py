@@ -190,8 +190,8 @@ def resolve_precision(requested: str = "auto", device: torch.device | str = "cpu
     if requested == "bf16" and not native:
         if "bf16-slow" not in _warned:
             _warned.add("bf16-slow")
-            warnings.warn(f"precision bf16 was requested on a {why}: bf16 autocast is emulated there and can be "
-                          "tens of times slower than fp32; use precision=auto", stacklevel=2)
+            warnings.warn(f"precision bf16 was requested where bf16 is not native ({why}): bf16 autocast is "
+                          "emulated there and can be tens of times slower than fp32; use precision=auto", stacklevel=2)
         return PrecisionChoice(requested, "bf16", kind, f"bf16 (requested; slow: {why})")
     return PrecisionChoice(requested, requested, kind, f"{requested} (requested)")
 
