@@ -194,13 +194,12 @@ class Ranker:
     # -- two-stage retrieval ---------------------------------------------------------------------------------
     def use_first_stage(self, backend: str | None = "exact", *, k: int = 256, query: str = "codes",
                         spec: str = "Flat", params: str = "") -> Ranker:
-        """Rank in two stages: a maximum-inner-product search for ``k`` candidates per query vector
-        (``backend`` ``exact`` or ``faiss`` with the ``faiss.index_factory`` string ``spec`` and optional
-        ``faiss.ParameterSpace`` ``params`` such as ``"nprobe=32"`` or ``"efSearch=128"``; at least the ``k``
-        asked of ``rank``), then the exact
-        poly / bi score on their union. ``query``: ``codes`` (one search per context vector y^i_ctxt; certified
-        exact where the bound holds, see the module docstring) or ``mean`` (one search with their mean).
-        ``backend=None`` goes back to scoring every candidate. Returns ``self``."""
+        """Rank in two stages: a maximum-inner-product search for ``k`` candidates per query vector (at least
+        the ``k`` asked of ``rank``), then the exact poly / bi score on their union. ``backend``: ``exact`` or
+        ``faiss`` with the ``faiss.index_factory`` string ``spec`` and optional ``faiss.ParameterSpace``
+        ``params`` such as ``"nprobe=32"`` or ``"efSearch=128"``. ``query``: ``codes`` (one search per context
+        vector y^i_ctxt; certified exact where the bound holds, see the module docstring) or ``mean`` (one
+        search with their mean). ``backend=None`` goes back to scoring every candidate. Returns ``self``."""
         if backend is None:
             self.first_stage, self._first_stage_args = None, None
             return self
