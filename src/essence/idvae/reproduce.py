@@ -65,7 +65,7 @@ class Plan:
 
 PLANS = {
     "tiny": Plan(steps=3, seeds=(0, 1), samples=48, inception_samples=0, test=64, monitor_every=0),
-    "quick": Plan(steps=150, seeds=(0, 1, 2), samples=1000, inception_samples=0, test=2000, monitor_every=50),
+    "quick": Plan(steps=100, seeds=(0, 1, 2), samples=1000, inception_samples=0, test=2000, monitor_every=50),
     "standard": Plan(steps=750, seeds=(0, 1, 2), samples=5000, inception_samples=400, test=0, monitor_every=150),
     "paper": Plan(steps=0, seeds=(0, 1, 2), samples=10000, inception_samples=10000, test=0, monitor_every=2000),
 }

@@ -162,8 +162,9 @@ def _tiny() -> PPLMConfig:
 def _quick() -> PPLMConfig:
     """A preview on a 2-core CPU (<= 5 minutes): SmolLM2-135M, 12 tokens, 4 prefixes x 3 samples, one topic,
     the BoW recipe with 2 iterations and stepsize 0.06 (a sweep on SmolLM2: 0.03 barely moves the bag rate, 0.15
-    degenerates); multi-token words by their first token (cost); no sentiment arm. Measured: 215 s (fp32, 2
-    threads, during `essence reproduce all`)."""
+    degenerates); multi-token words by their first token (cost); no sentiment arm. Measured (fp32, 2 threads):
+    215 s on an AMD EPYC during `essence reproduce all`; 209 s on a slower Xeon (314 s before the tokenizer's
+    start token was cached)."""
     return PPLMConfig(
         generate=GenerateConfig(**{**_BOW_RECIPE, "length": 12, "num_iterations": 2, "stepsize": 0.06}),
         bow=BowConfig(topics=("science",), multi_token="first"),
