@@ -113,6 +113,51 @@ def test_cli_predict_writes_csv_npz_png_midi(tmp_path):
     assert all(len(r) == 2 for r in rows)
 
 
+def test_cli_predict_writes_jams_that_match_the_csv(tmp_path):
+    jams = pytest.importorskip("jams")
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, _tone(1.0), 22050)
+    for task in ("multif0", "melody"):
+        ckpt = _checkpoint(tmp_path, task)
+        out = tmp_path / task
+        assert main(["predict", str(wav), "--task", task, "--weights", str(ckpt), "-o", str(out / "f0.csv"),
+                     "--jams", str(out / "f0.jams"), "--threshold", "0.0", "--device", "cpu"]) == 0
+        rows = list(csv.reader((out / "f0.csv").open(), delimiter="\t"))
+        jam = jams.load(str(out / "f0.jams"))          # validates against the JAMS schema
+        ann = jam.annotations[0]
+        assert ann.namespace == "pitch_contour" and jam.file_metadata.duration == pytest.approx(1.0)
+        obs = ann.data
+        if task == "multif0":   # one observation per pitch in the CSV, frequencies equal
+            want = [(float(r[0]), float(f)) for r in rows for f in sorted(map(float, r[1:]))]
+            got = np.array([(o.time, o.value["frequency"]) for o in obs])
+            assert got.shape == (len(want), 2) and np.allclose(got, want, atol=1e-4)
+            assert all(o.value["voiced"] for o in obs)
+        else:                   # one observation per frame; negative CSV values are unvoiced guesses
+            assert len(obs) == len(rows)
+            assert [o.value["voiced"] for o in obs] == [float(r[1]) > 0 for r in rows]
+            assert [o.value["frequency"] for o in obs] == pytest.approx([abs(float(r[1])) for r in rows], abs=1e-3)
+
+
+def test_cli_jams_without_the_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_jams(name, *args, **kwargs):
+        if name == "jams":
+            raise ImportError("No module named 'jams'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_jams)
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, _tone(0.5), 22050)
+    ckpt = _checkpoint(tmp_path, "melody")
+    assert main(["predict", str(wav), "--task", "melody", "--weights", str(ckpt), "-o", str(tmp_path / "o.csv"),
+                 "--jams", str(tmp_path / "o.jams")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install jams" in err and not (tmp_path / "o.csv").exists()
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     wav = tmp_path / "tone.wav"
     sf.write(wav, _tone(0.5), 22050)

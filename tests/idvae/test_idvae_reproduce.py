@@ -88,4 +88,5 @@ def test_reproduce_tiny_writes_a_report(tmp_path, monkeypatch):
         assert (run.figures_dir / f"{fig}.png").exists()
     summary = json.loads((run.dir / "summary.json").read_text())
     assert set(summary["results"]) >= {"vae", "vaegan", "idvae", "cidvae"}
+    assert summary["precision"].startswith(("fp32", "bf16", "fp16"))   # the report states the precision
     assert summary["params"]["idvae"] < summary["params"]["vaegan"]

@@ -86,6 +86,7 @@ def test_reproduce_tiny_writes_report(tmp_path):
         assert (run.figures_dir / f"{fig}.png").exists(), fig
     summary = json.loads((run.dir / "summary.json").read_text())
     arms = summary["arms"]
+    assert summary["precision"].startswith(("fp32", "bf16", "fp16"))   # the report states the precision
     assert {"moco", "moco_K32", "end_to_end", "moco_m0.0", "random", "pixels", "pixels_native"} <= set(arms)
     assert arms["moco"]["seeds"] == [0, 1] and arms["random"]["seeds"] == [0, 1]
     for a in arms.values():

@@ -28,6 +28,7 @@ def test_tiny_reproduce_writes_a_report(tmp_path, monkeypatch):
     assert all(c.decisions for c in report.claims)              # every verdict comes from statistics
     summary = json.loads((run.dir / "summary.json").read_text())
     assert set(summary["results"]) == {"zero-shot", "zero-shot (dot)", "bi", "poly-2", "poly-4", "cross"}
+    assert summary["precision"].startswith(("fp32", "bf16", "fp16"))   # the report states the precision
     for name, res in summary["results"].items():
         assert all(0 <= v <= 1 for vs in res["R@1"].values() for v in vs)
         assert ("10" in res["R@1"]) == (name != "cross")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from essence.pplm.cli import main
-from essence.pplm.reproduce import Measured, judge
+from essence.pplm.config import PRESETS
+from essence.pplm.reproduce import Measured, choose_stepsize, judge
 
 
 def _have_topics() -> bool:
@@ -65,6 +67,7 @@ def test_reproduce_tiny_writes_report(tmp_path):
     assert len(summary["claims"]) == 6 and "judge_BCR" in summary
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "(a) Table 5.1" in text and "TF-IDF" in text
+    assert "chosen on 1 validation prefixes" in text and "'The road'" in text
 
 
 def test_text_classifier_judge_scores_the_target_label():
@@ -100,3 +103,17 @@ def test_verdicts_follow_the_numbers():
     bad = {c[:4]: [d.verdict for d in ds] for c, ds, _ in judge(_measured(4, 3, 2, 1, sweep_up=False))}
     assert bad["(a) "] == ["not reproduced"] * 3
     assert bad["(c) "] == ["not reproduced"] * 2
+
+
+def test_stepsize_is_chosen_by_the_validation_rule():
+    bound = math.log(1.5)
+    # the best judge score among the fluent step sizes; 0.1 scores higher but breaks the perplexity bound
+    chosen, ok = choose_stepsize([(0.03, 0.20, 0.1), (0.06, 0.35, 0.3), (0.1, 0.60, 0.9)], bound)
+    assert chosen == 0.06 and ok == [True, True, False]
+    assert choose_stepsize([(0.03, 0.3, 0.0), (0.06, 0.3, 0.1)], bound)[0] == 0.03        # tie: the smaller
+    assert choose_stepsize([(0.06, 0.5, 2.0), (0.03, 0.4, 1.0)], bound) == (0.03, [False, False])  # none fluent
+
+
+def test_validation_prefixes_must_not_be_test_prefixes():
+    with pytest.raises(ValueError, match="must not repeat test prefixes"):
+        PRESETS.build("tiny", ["repro.val_prefixes=The lake"])

@@ -109,7 +109,8 @@ def _check_outputs(args, many: bool) -> None:
     import tempfile
 
     for flag, value in (("-o/--output", args.output), ("--salience", args.salience), ("--plot", args.plot),
-                        ("--midi", args.midi), ("--notes", args.notes), ("--sonify", args.sonify)):
+                        ("--midi", args.midi), ("--notes", args.notes), ("--sonify", args.sonify),
+                        ("--jams", args.jams)):
         if value is None:
             continue
         p = Path(value)
@@ -138,8 +139,10 @@ def _predict(args) -> int:
         Predictor,
         load_audio,
         plot_salience,
+        require_jams,
         write_csv,
         write_detailed_csv,
+        write_jams,
         write_midi,
         write_notes_csv,
         write_npz,
@@ -163,6 +166,11 @@ def _predict(args) -> int:
             audios.append(a)
     args.audio = [str(a) for a in audios]
     _check_outputs(args, len(audios) > 1 or args.task == "all")
+    if args.jams is not None:
+        try:
+            require_jams()
+        except ImportError as err:
+            raise UsageError(f"--jams: {err}") from None
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -197,7 +205,7 @@ def _predict(args) -> int:
                     write_csv(st["csv"], times, est, append=i > 0)
                 if keep:
                     st["parts"].append(chunk)
-                if notes_wanted or keep:
+                if notes_wanted or keep or args.jams is not None:
                     st["f0"].extend(est if dec == "multif0" else list(est))
                 if notes_wanted:
                     st["conf"].extend(salience_at(chunk, est))
@@ -220,6 +228,9 @@ def _predict(args) -> int:
             if args.notes is not None:
                 n_notes = write_notes_csv(_out_path(args.notes, audio, many, sfx(task, "_notes.csv")), times,
                                           f0_all, conf_all)
+            if args.jams is not None:
+                write_jams(_out_path(args.jams, audio, many, sfx(task, ".jams")), times, f0_all, dec, len(y) / 22050,
+                           source=f"{audio.name}; {h['what']}, tau {h['tau']:.2f}")
             if args.sonify is not None:
                 write_sonification(_out_path(args.sonify, audio, many, sfx(task, "_sonified.wav")), times, f0_all,
                                    dec, len(y))
@@ -336,6 +347,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--viterbi", action="store_true",
                    help="melody/bass: Viterbi-smoothed path instead of the per-frame argmax (per processing chunk)")
     p.add_argument("--sonify", default=None, help="also save the decoded F0 as audio (.wav, mir_eval.sonify)")
+    p.add_argument("--jams", default=None, help="also save the decoded F0 as JAMS (pitch_contour; needs the jams "
+                                                "package: pip install jams)")
     p.add_argument("--no-neg", action="store_true", help="melody/bass: write unvoiced frames as 0, not -f")
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="audio per processing chunk (30)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")

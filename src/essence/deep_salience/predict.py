@@ -30,7 +30,7 @@ from essence.deep_salience.hcqt import HCQT, HOP_LENGTH, SR, freq_grid, log_scal
 from essence.deep_salience.model import SalienceNet
 
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
-           "write_detailed_csv", "write_sonification", "plot_salience",
+           "write_detailed_csv", "write_sonification", "write_jams", "require_jams", "plot_salience",
            "SilentAudioWarning"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
@@ -310,6 +310,43 @@ def write_notes_csv(path: str | Path, times: np.ndarray, f0, confidence) -> int:
         for s, e, p, v, m in events:
             w.writerow([f"{s:.4f}", f"{e:.4f}", p, v, f"{m:.4f}"])
     return len(events)
+
+
+JAMS_INSTALL = "pip install jams"
+
+
+def require_jams():
+    """The ``jams`` module, or an ImportError that says how to install it (JAMS output is optional)."""
+    try:
+        import jams
+    except ImportError as err:
+        raise ImportError(f"JAMS output needs the jams package: {JAMS_INSTALL}") from err
+    return jams
+
+
+def write_jams(path: str | Path, times: np.ndarray, f0, task: str, duration: float, *, source: str = "") -> int:
+    """The decoded F0 as a JAMS file (``pitch_contour`` namespace); returns the number of observations.
+
+    Multi-f0: every pitch of a frame is one observation ``{index: i, frequency: f, voiced: true}`` (i numbers the
+    pitches of the frame from low to high). Melody / bass: one contour (index 0); unvoiced frames are kept with
+    ``voiced: false`` and the frequency of the guess when the CSV would write it as -f (else 0).
+    """
+    jams = require_jams()
+    jam = jams.JAMS()
+    jam.file_metadata.duration = float(duration)
+    ann = jams.Annotation(namespace="pitch_contour", time=0.0, duration=float(duration))
+    ann.annotation_metadata.annotator = {"name": "essence deep-salience", "task": task}
+    ann.annotation_metadata.data_source = source or "essence deep-salience predict"
+    n = 0
+    for t, f in zip(times, f0):
+        pitches = [float(x) for x in np.atleast_1d(f)] if task == "multif0" else [float(f)]
+        for i, fi in enumerate(sorted(pitches) if task == "multif0" else pitches):
+            ann.append(time=float(t), duration=0.0, confidence=None,
+                       value={"index": i, "frequency": abs(fi), "voiced": bool(fi > 0)})
+            n += 1
+    jam.annotations.append(ann)
+    jam.save(str(path))
+    return n
 
 
 def write_sonification(path: str | Path, times: np.ndarray, f0, task: str, n_samples: int, sr: int = SR) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from essence.core.loop import Precision
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -217,6 +218,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                           "(arXiv 1909.13062)")
     t_start = time.time()
     dev = resolve_device(device)
+    run.record_precision(Precision(base.train.precision, dev), quiet=True)   # the report's line; sub-runs log theirs
     train_x, train_y = load_images(base.data, "train")
     test_x, test_y = load_images(base.data, "test")
     classifier, clf_acc = get_classifier(base.data, base.eval, device=dev)

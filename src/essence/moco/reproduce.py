@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from essence.core.loop import Precision
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -150,6 +151,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
                           "Learning. CVPR 2020 (+ MoCo v2, Chen et al. 2020)")
     t_start = time.time()
     dev = resolve_device(device)
+    run.record_precision(Precision(base.train.precision, dev), quiet=True)   # the report's line; sub-runs log theirs
     train_x, _ = load_images(base.data, "train")
     bank_x, bank_y = load_images(base.data, "train", limit=base.eval.knn_bank or None)
     test_x, test_y = load_images(base.data, "test")

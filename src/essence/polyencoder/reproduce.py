@@ -88,7 +88,9 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     dev = torch.device("cpu" if device == "auto" and not torch.cuda.is_available() else
                        ("cuda" if device == "auto" else device))
     base_model.to(dev)
-    bf16 = Precision(cfg.train.precision, dev).mode == "bf16"
+    prec_main = Precision(cfg.train.precision, dev)
+    run.record_precision(prec_main, quiet=True)          # the report's precision line; sub-runs log their own
+    bf16 = prec_main.mode == "bf16"
     batcher = TextBatcher(base_tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
     console.print(f"[bold]zero-shot[/]: scoring {n_test} test contexts")
     for name, normalize in (("zero-shot", True), ("zero-shot (dot)", False)):

@@ -33,7 +33,7 @@ from essence.core.runs import Run
 from essence.core.stats import Decision, decide, difference, paired_difference, spearman
 from essence.pplm.config import PRESETS
 
-__all__ = ["reproduce", "Measured", "judge", "PAPER"]
+__all__ = ["reproduce", "Measured", "judge", "choose_stepsize", "PAPER"]
 
 PAPER = ("Dathathri, Madotto, Lan, Hung, Frank, Molino, Yosinski, Liu. Plug and Play Language Models: A Simple "
          "Approach to Controlled Text Generation. ICLR 2020 (arXiv 1912.02164)")
@@ -54,6 +54,8 @@ class Measured:
     sentiment: dict[str, np.ndarray] = field(default_factory=dict)  # B / BR / BC / BCR -> P(positive) per prefix
     judge_name: str = "judge hits per 100 words"
     keywords: dict[str, np.ndarray] = field(default_factory=dict)   # the keyword judge, when it is not the judge
+    # validation step-size choice: (step size, judge score, log-perplexity ratio to plain, admissible)
+    selection: list[tuple[float, float, float, bool]] = field(default_factory=list)
 
 
 def judge(m: Measured, *, ppl_ratio: float = 1.5, dist_margin: float = 0.1) -> list[tuple[str, list[Decision], str]]:
@@ -120,8 +122,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     from essence.core.loop import Precision
     from essence.core.runtime import resolve_device
     from essence.pplm.attribute import BagOfWords
-    from essence.pplm.data import judge_words, topic_words
-    from essence.pplm.evaluate import KeywordJudge, dist_scores, perplexity, rerank
+    from essence.pplm.data import topic_words
+    from essence.pplm.evaluate import dist_scores, perplexity, rerank
     from essence.pplm.generate import generate
     from essence.pplm.lm import load_lm
 
@@ -139,6 +141,16 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     classifier, judge_info = None, ""
     if cfg.eval.judge == "classifier":
         classifier, judge_info = _classifier_judge(lm, cfg)
+    topics = {topic: _topic_judges(lm, cfg, topic, classifier) for topic in r.topics}
+
+    def logppl(gen, prefix) -> float:
+        ppl = (perplexity(scorer, gen.ids, prompts=len(gen.prompt)) if scorer is lm
+               else perplexity(scorer, [(prefix, t) for t in gen.texts]))
+        return float(np.mean(np.log(ppl)))
+
+    selection: list[tuple[float, float, float, bool]] = []
+    if r.val_prefixes:
+        g, selection = _select_stepsize(lm, g, r, prec, topics, logppl)
     recipe = g.stepsize
     arms_cfg = {"BC": g, "large": g.replace(stepsize=r.large_stepsize),
                 "no_kl_fusion": g.replace(kl_scale=0.0, gm_scale=1.0)}
@@ -146,29 +158,13 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     sc = {k: [] for k in ("B", "BR", "BC", "BCR")}
     kw = {k: [] for k in ("B", "BR", "BC", "BCR")}
     dist2 = {k: [] for k in ("B", *arms_cfg)}
-    logppl = {k: [] for k in ("B", *arms_cfg)}
+    logppl_arms = {k: [] for k in ("B", *arms_cfg)}
     sweep = {s: [] for s in sweep_steps}
     sweep_j = {s: [] for s in sweep_steps}
     coverage, examples = [], []
     t0 = time.time()
-    for topic in r.topics:
-        words = topic_words(topic)
-        bow = BagOfWords(words, lm.tokenizer, name=topic, multi_token=cfg.bow.multi_token)
+    for topic, (bow, kj, bag_judge, score) in topics.items():
         coverage.append(bow.coverage)
-        jw = judge_words(topic, exclude=words if cfg.eval.judge_exclude_bag else ())
-        kj, bag_judge = KeywordJudge(jw, name=f"{topic} judge"), KeywordJudge(words, name=topic)
-        if classifier is not None:
-            from essence.pplm.data import FORTUNE_FOR_TOPIC
-
-            clf = classifier.with_label(FORTUNE_FOR_TOPIC[topic])
-
-            def score(gen, rows=None, clf=clf):
-                ids = gen.ids if rows is None else gen.ids[rows]
-                return clf.sequence_score(lm, ids, 0).exp().cpu().numpy()
-        else:
-            def score(gen, rows=None, kj=kj):
-                texts = gen.texts if rows is None else [gen.texts[i] for i in rows]
-                return np.array(kj.rate(texts))
         for prefix in r.prefixes:
             gens = {}
             with prec.autocast():
@@ -197,9 +193,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
             for arm in dist2:
                 gen = gens[arm]
                 dist2[arm].append(float(np.mean(dist_scores(gen.tokens)["dist2"])))
-                ppl = (perplexity(scorer, gen.ids, prompts=start) if scorer is lm
-                       else perplexity(scorer, [(prefix, t) for t in gen.texts]))
-                logppl[arm].append(float(np.mean(np.log(ppl))))
+                logppl_arms[arm].append(logppl(gen, prefix))
             for s in sweep_steps:
                 sweep[s].append(float(np.mean(bag_judge.rate(gens[("sweep", s)].texts))))
                 sweep_j[s].append(float(np.mean(score(gens[("sweep", s)]))))
@@ -217,11 +211,75 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
             for m in r.cost_iterations:
                 cost[m].append(generate(lm, r.prefixes[0], bow0, cg.replace(num_iterations=m)).seconds / cg.length)
     arr = lambda d: {k: np.array(v) for k, v in d.items()}  # noqa: E731
-    meas = Measured(judge=arr(sc), dist2=arr(dist2), logppl=arr(logppl), sweep=arr(sweep), sweep_judge=arr(sweep_j),
+    meas = Measured(judge=arr(sc), dist2=arr(dist2), logppl=arr(logppl_arms), sweep=arr(sweep),
+                    sweep_judge=arr(sweep_j), selection=selection,
                     cost=cost, plain_cost=plain, keywords=arr(kw) if classifier is not None else {}, sentiment=sent,
                     judge_name="classifier judge p(topic)" if classifier is not None else "judge hits per 100 words")
-    _write(report, cfg, lm, scorer, meas, coverage, examples, preset, judge_info + sent_info)
+    _write(report, cfg.replace(generate=g), lm, scorer, meas, coverage, examples, preset,
+           judge_info + sent_info)
     return report
+
+
+def _topic_judges(lm, cfg, topic: str, classifier):
+    """(steering bag, keyword judge, steering-bag judge, score) for one topic; ``score(gen, rows=None)`` is the
+    independent judge per sample: the classifier's p(topic) when there is one, else keyword hits per 100 words."""
+    from essence.pplm.attribute import BagOfWords
+    from essence.pplm.data import judge_words, topic_words
+    from essence.pplm.evaluate import KeywordJudge
+
+    words = topic_words(topic)
+    bow = BagOfWords(words, lm.tokenizer, name=topic, multi_token=cfg.bow.multi_token)
+    jw = judge_words(topic, exclude=words if cfg.eval.judge_exclude_bag else ())
+    kj, bag_judge = KeywordJudge(jw, name=f"{topic} judge"), KeywordJudge(words, name=topic)
+    if classifier is not None:
+        from essence.pplm.data import FORTUNE_FOR_TOPIC
+
+        clf = classifier.with_label(FORTUNE_FOR_TOPIC[topic])
+
+        def score(gen, rows=None):
+            ids = gen.ids if rows is None else gen.ids[rows]
+            return clf.sequence_score(lm, ids, 0).exp().cpu().numpy()
+    else:
+        def score(gen, rows=None):
+            texts = gen.texts if rows is None else [gen.texts[i] for i in rows]
+            return np.array(kj.rate(texts))
+    return bow, kj, bag_judge, score
+
+
+def choose_stepsize(rows: list[tuple[float, float, float]], max_log_ratio: float) -> tuple[float, list[bool]]:
+    """The validation rule: among (step size, mean judge score, mean log-perplexity ratio to plain decoding) rows,
+    the highest judge score whose log-ratio is at most ``max_log_ratio`` (ties: the smaller step size); when none
+    is fluent enough, the smallest step size. Returns (step size, which rows were admissible)."""
+    ok = [lr <= max_log_ratio for _, _, lr in rows]
+    admissible = [(-j, s) for (s, j, _), good in zip(rows, ok) if good]
+    return (min(admissible)[1] if admissible else min(s for s, _, _ in rows)), ok
+
+
+def _select_stepsize(lm, g, r, prec, topics: dict, logppl):
+    """Choose BC's step size on ``r.val_prefixes`` (disjoint from the test prefixes): plain decoding and one PPLM
+    run per candidate step size for every (validation prefix, topic) unit, the same samples and seeds as the test
+    arms. Returns (the generate config with the chosen step size, [(step size, judge, log-ppl ratio, ok)])."""
+    from essence.pplm.generate import generate
+
+    t0 = time.time()
+    judge_by = {s: [] for s in r.val_stepsizes}
+    ratio_by = {s: [] for s in r.val_stepsizes}
+    for bow, _, _, score in topics.values():
+        for prefix in r.val_prefixes:
+            with prec.autocast():
+                plain = generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False)
+                base = logppl(plain, prefix)
+                for s in r.val_stepsizes:
+                    gen = generate(lm, prefix, bow, g.replace(stepsize=s, num_samples=r.samples))
+                    judge_by[s].append(float(np.mean(score(gen))))
+                    ratio_by[s].append(logppl(gen, prefix) - base)
+    rows = [(s, float(np.mean(judge_by[s])), float(np.mean(ratio_by[s]))) for s in r.val_stepsizes]
+    chosen, ok = choose_stepsize(rows, math.log(r.val_max_ppl_ratio))
+    console.print(f"pplm: step size {chosen:g} chosen on {len(r.val_prefixes)} validation prefixes x "
+                  f"{len(topics)} topics (" + ", ".join(f"{s:g}: judge {j:.3f}, ppl x{math.exp(lr):.2f}"
+                                                        for s, j, lr in rows)
+                  + f"; {time.time() - t0:.0f} s)", highlight=False)
+    return g.replace(stepsize=chosen), [(s, j, lr, good) for (s, j, lr), good in zip(rows, ok)]
 
 
 def _sentiment(lm, cfg, prec):
@@ -296,7 +354,8 @@ def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, pre
         f"LM: `{lm.name}` ({sum(p.numel() for p in lm.model.parameters()) / 1e6:.0f}M parameters; the paper: GPT-2 "
         f"medium, 345M). {n_units} units = {len(r.prefixes)} prefixes x topics {list(r.topics)}, {r.samples} samples "
         f"each, {g.length} tokens, top-k {g.top_k} sampling. PPLM knobs (the README's BoW recipe, scaled): stepsize "
-        f"{g.stepsize}, {g.num_iterations} iterations, gamma {g.gamma}, window {g.window_length}, kl_scale "
+        f"{g.stepsize}" + (" (chosen on validation prefixes, below)" if m.selection else "")
+        + f", {g.num_iterations} iterations, gamma {g.gamma}, window {g.window_length}, kl_scale "
         f"{g.kl_scale}, gm_scale {g.gm_scale}; multi-token words: {cfg.bow.multi_token}. Bags: "
         + "; ".join(str(c) for c in coverage) + ". Judge: " + (judge_info or "WordNet lemmas of the topic"
         + (" minus the steering bag" if cfg.eval.judge_exclude_bag else "") + " (hits per 100 words)")
@@ -317,6 +376,14 @@ def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, pre
     report.table(["step size", "steering-bag hits / 100 words", m.judge_name],
                  [(f"{s:g}", f"{m.sweep[s].mean():.2f}", f"{m.sweep_judge[s].mean():.3f}") for s in sorted(m.sweep)],
                  caption="Step-size sweep (0 = plain decoding)")
+    if m.selection:
+        report.table(["step size", m.judge_name, "perplexity / plain", "within the bound", "chosen"],
+                     [(f"{s:g}", f"{j:.3f}", f"{math.exp(lr):.2f}", "yes" if ok else "no",
+                       "**yes**" if s == g.stepsize else "") for s, j, lr, ok in m.selection],
+                     caption=f"BC's step size, chosen on {len(r.val_prefixes)} validation prefixes x {len(r.topics)} "
+                             f"topics that the test never uses ({', '.join(repr(p) for p in r.val_prefixes)}): the "
+                             f"highest judge score with perplexity within {r.val_max_ppl_ratio:g}x plain decoding's "
+                             "(means over units)")
     if m.cost:
         plain = float(np.mean(m.plain_cost))
         report.table(["iterations m", "s / token", "x plain"],
