@@ -382,8 +382,8 @@ def _write(report: Report, cfg, lm, scorer, m: Measured, coverage, examples, pre
                        "**yes**" if s == g.stepsize else "") for s, j, lr, ok in m.selection],
                      caption=f"BC's step size, chosen on {len(r.val_prefixes)} validation prefixes x {len(r.topics)} "
                              f"topics that the test never uses ({', '.join(repr(p) for p in r.val_prefixes)}): the "
-                             f"highest judge score with perplexity within {r.val_max_ppl_ratio:g}x plain decoding's "
-                             "(means over units)")
+                             f"highest judge score with perplexity within {r.val_max_ppl_ratio:g}x plain decoding's, "
+                             "the smallest step size when none is (means over units)")
     if m.cost:
         plain = float(np.mean(m.plain_cost))
         report.table(["iterations m", "s / token", "x plain"],
