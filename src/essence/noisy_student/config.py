@@ -222,7 +222,7 @@ def _quick() -> NoisyStudentConfig:
     0.3M parameters), 100 labels per class, 20k unlabeled images, RandAugment n=2 at magnitude 5 (the official
     small-image recipe's, SVHN; geometric ranges scaled to 28 px), dropout 0.5, stochastic depth 0.2 at the last
     block, soft labels, unlabeled ratio 3; teacher 1,000 steps of 32 labeled images, students 400 steps of
-    32 + 96 images (800 took 459 s on a 2-core Xeon in fp32, over the budget; 400 fit there and on the EPYC)."""
+    32 + 96 images (800 took 459 s on a 2-core Xeon in fp32, over the budget; 400 take 261 s there)."""
     return NoisyStudentConfig(
         model=ModelConfig(arch="resnet", width=1.0),
         noise=NoiseConfig(randaug_m=5.0),

@@ -77,7 +77,7 @@ class LM:
     @functools.cached_property
     def start_id(self) -> int | None:
         """The document-start token: ``<|endoftext|>`` where the vocabulary has it (GPT-2, SmolLM2), else BOS.
-        Looked up once: ``get_vocab()`` builds the whole vocabulary dict (~40 ms for SmolLM2's 49k tokens)."""
+        Looked up once: ``get_vocab()`` builds the whole vocabulary dict (tens of ms for SmolLM2's 49k tokens)."""
         tok = self.tokenizer
         eot = tok.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tok.get_vocab() else None
         return eot if eot is not None else tok.bos_token_id
