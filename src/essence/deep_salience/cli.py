@@ -186,6 +186,7 @@ def _predict(args) -> int:
     many = len(audios) > 1 or len(tasks) > 1
     keep = args.salience is not None or args.plot is not None
     notes_wanted = args.midi is not None or args.notes is not None or args.sonify is not None
+    keep_f0 = notes_wanted or keep or args.jams is not None     # the whole file's decoded F0 is needed at the end
     for audio in audios:
         y = load_audio(audio)
         sfx = (lambda task, ext: f"_{task}{ext}") if len(tasks) > 1 else (lambda task, ext: ext)  # noqa: E731
@@ -205,7 +206,7 @@ def _predict(args) -> int:
                     write_csv(st["csv"], times, est, append=i > 0)
                 if keep:
                     st["parts"].append(chunk)
-                if notes_wanted or keep or args.jams is not None:
+                if keep_f0:
                     st["f0"].extend(est if dec == "multif0" else list(est))
                 if notes_wanted:
                     st["conf"].extend(salience_at(chunk, est))
