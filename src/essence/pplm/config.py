@@ -116,7 +116,7 @@ class ReproConfig(Config):
                                  "The city", "My friend", "The book")
     topics: tuple[str, ...] = ("science", "politics")
     samples: int = 5                         # r: samples per prefix (BR / BCR rank them)
-    stepsizes: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)    # claim (c)
+    stepsizes: tuple[float, ...] = (0.0, 0.03, 0.06, 0.1)    # claim (c), plus the step size BC runs at
     large_stepsize: float = 0.2              # claim (b): degradation
     cost_iterations: tuple[int, ...] = (1, 3, 10)             # claim (d)
     cost_tokens: int = 8
@@ -188,19 +188,20 @@ def _quick() -> PPLMConfig:
 
 
 def _standard() -> PPLMConfig:
-    """The claims decided on a 2-core CPU (<= 30 minutes): 12 prefixes (the paper's first 12) x 4 samples, two topics
+    """The claims decided on a 2-core CPU (<= 30 minutes): 10 prefixes (the paper's first 10) x 4 samples, two topics
     (science, politics: both bags from empath, judged by a fortunes classifier), 16 tokens, 3 iterations, the
-    step-size sweep reusing the B / BC / large arms, plus the sentiment arm. BC's step size is chosen among 0.03 /
-    0.06 / 0.1 on 4 validation prefixes of the paper's list that the test never uses (the highest judge score with
-    perplexity within 1.5x of plain decoding). With 8 prefixes and no selection it took 1,110 s (fp32 branch, 2
-    threads, idle AMD EPYC); 12 prefixes scale the generation part by 1.5x."""
+    step-size sweep 0 / chosen / 0.1 / 0.2 reusing the B / BC / large arms (one extra PPLM run per unit), plus the
+    sentiment arm. BC's step size is chosen among 0.03 / 0.06 / 0.1 on 4 validation prefixes of the paper's list
+    that the test never uses (the highest judge score with perplexity within 1.5x of plain decoding). Measured on
+    the fp32 branch, 2 threads, idle: 1,110 s on an AMD EPYC with 8 prefixes and no selection; 2,166 s on a slower
+    Xeon with 12 prefixes, selection and a sweep of 0 / 0.06 / 0.1 / 0.2 (two extra runs per unit), which is why
+    the test now has 10 prefixes and the sweep reuses the chosen step size."""
     q = _quick()
     return q.replace(generate=q.generate.replace(length=16, num_iterations=3),
                      bow=q.bow.replace(topics=("science", "politics")),
                      discrim=q.discrim.replace(limit=1000),
-                     repro=ReproConfig(prefixes=ReproConfig().prefixes + ("The chicken", "The horse", "The pizza",
-                                                                          "The painting"),
-                                       topics=("science", "politics"), samples=4, stepsizes=(0.0, 0.06, 0.1, 0.2),
+                     repro=ReproConfig(prefixes=ReproConfig().prefixes + ("The chicken", "The horse"),
+                                       topics=("science", "politics"), samples=4, stepsizes=(0.0, 0.1, 0.2),
                                        large_stepsize=0.2, cost_iterations=(1, 3, 10), cost_tokens=6, sentiment=True,
                                        val_prefixes=("The country", "The last time", "The movie", "The house"),
                                        val_stepsizes=(0.03, 0.06, 0.1)))

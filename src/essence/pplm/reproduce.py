@@ -154,7 +154,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     recipe = g.stepsize
     arms_cfg = {"BC": g, "large": g.replace(stepsize=r.large_stepsize),
                 "no_kl_fusion": g.replace(kl_scale=0.0, gm_scale=1.0)}
-    sweep_steps = sorted(set(r.stepsizes))
+    sweep_steps = sorted(set(r.stepsizes) | {recipe})        # (c) always includes the step size BC runs at
     sc = {k: [] for k in ("B", "BR", "BC", "BCR")}
     kw = {k: [] for k in ("B", "BR", "BC", "BCR")}
     dist2 = {k: [] for k in ("B", *arms_cfg)}
