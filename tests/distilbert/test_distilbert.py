@@ -362,3 +362,25 @@ def test_finetune_tsv_and_unknown_labels(tmp_path):
     (tmp_path / "bad.tsv").write_text("w3 w4\tneutral\n")
     with pytest.raises(ValueError, match="unknown label 'neutral'"):
         read_tsv(tmp_path / "bad.tsv", ["neg", "pos"])
+
+
+def test_named_corpora_and_their_combination(tmp_path, monkeypatch):
+    from essence.data import corpora
+    from essence.distilbert.data import is_named_corpus
+    from essence.distilbert.train import corpus_for
+
+    monkeypatch.setenv("ESSENCE_CACHE", str(tmp_path / "cache"))
+    plays = {f"play{i}": [f"Speech {j} of play {i}, and more words to make it long enough." for j in range(4)]
+             for i in range(10)}
+    monkeypatch.setitem(corpora.CORPORA, "plays", ("whole plays", lambda: plays))
+    monkeypatch.setitem(corpora.CORPORA, "notes", ("random texts", lambda: [f"Note {i}: a line of plain words."
+                                                                            for i in range(10)]))
+    assert is_named_corpus("plays") and is_named_corpus("plays+notes") and not is_named_corpus(str(tmp_path))
+    one = corpus_for(PRESETS.build("tiny", ["data.corpus=plays", "data.min_len=5"]))
+    both = corpus_for(PRESETS.build("tiny", ["data.corpus=plays+notes", "data.min_len=5"]))
+    assert (len(one.train), len(one.heldout)) == (36, 4)                 # one whole play of four speeches held out
+    assert (len(both.train), len(both.heldout)) == (36 + 9, 4 + 1)
+    with pytest.raises(ValueError, match="unknown corpus 'plais'.*did you mean 'plays'"):
+        corpus_for(PRESETS.build("tiny", ["data.corpus=plais+notes"]))
+    with pytest.raises(ValueError, match="unknown corpus 'austin'.*did you mean 'austen'"):
+        corpus_for(PRESETS.build("tiny", ["data.corpus=austin"]))

@@ -3,6 +3,7 @@
     essence distilbert teacher --preset quick --out runs/t     # MiniLM-L6 + MLM head -> runs/t/teacher
     essence distilbert distill --teacher runs/t/teacher --preset quick   # -> <run>/student (DistilBertForMaskedLM)
     essence distilbert distill --teacher DIR --corpus my_texts/          # any UTF-8 .txt file or folder
+    essence distilbert distill --teacher DIR --corpus shakespeare+austen+wordnet+fortunes   # ~3.4 M words
     torchrun --nproc_per_node=2 -m essence distilbert distill --teacher DIR --preset tiny --device cpu
     essence distilbert distill --resume runs/distilbert/<run>            # continue exactly
     essence distilbert evaluate <run>/student --teacher DIR              # held-out MLM accuracy / perplexity
@@ -18,6 +19,9 @@ from pathlib import Path
 from essence.core.cli import add_run_args, method_parser, reproduce_command, run_cli
 
 __all__ = ["main"]
+
+CORPUS_HELP = ("shakespeare (default), austen, wordnet, fortunes, several joined by + "
+               "(shakespeare+austen+wordnet+fortunes: ~3.4 M words), or a UTF-8 .txt file / folder")
 
 
 def _overrides(args) -> list[str]:
@@ -114,11 +118,11 @@ def main(argv: list[str]) -> int:
     parser, sub = method_parser("distilbert", "DistilBERT (Sanh et al. 2019): distil a BERT masked LM.")
     p = sub.add_parser("teacher", help="train a teacher (MiniLM-L6 + MLM head, or a tiny BERT) as BertForMaskedLM")
     add_run_args(p)
-    p.add_argument("--corpus", default=None, help="shakespeare (default) or a UTF-8 .txt file / folder")
+    p.add_argument("--corpus", default=None, help=CORPUS_HELP)
     p = sub.add_parser("distill", help="distil a BertForMaskedLM directory into a half-depth DistilBERT")
     add_run_args(p)
     p.add_argument("--teacher", default=None, help="BertForMaskedLM directory (default: train one first)")
-    p.add_argument("--corpus", default=None, help="shakespeare (default) or a UTF-8 .txt file / folder")
+    p.add_argument("--corpus", default=None, help=CORPUS_HELP)
     p.add_argument("--resume", default=None, help="run directory or checkpoint to continue from")
     p = sub.add_parser("evaluate", help="held-out MLM accuracy / perplexity of a student (and teacher)")
     p.add_argument("student", help="DistilBertForMaskedLM directory")

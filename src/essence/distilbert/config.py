@@ -57,10 +57,10 @@ class StudentConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Config):
-    corpus: str = "shakespeare"              # shakespeare, or a text file / folder of .txt files (one sequence a line)
+    corpus: str = "shakespeare"              # shakespeare / austen / wordnet / fortunes, a+b, or a .txt file / folder
     max_len: int = 64                        # tokens per sequence incl. [CLS]/[SEP]; longer lines are chunked
     min_len: int = 12                        # drop sequences of fewer tokens (official: <= 11 dropped)
-    heldout_fraction: float = 0.1            # held-out sequences (shakespeare: whole plays)
+    heldout_fraction: float = 0.1            # held out (whole plays / novels / fortunes files; else lines)
     limit: int = 0                           # use the first N training sequences (0 = all)
     heldout_limit: int = 0                   # evaluate on the first N held-out sequences (0 = all)
     mlm_mask_prop: float = 0.15

@@ -1,6 +1,7 @@
 """Corpus, tokenisation, batch-level smoothed MLM masking and length-bucketed batches (official recipe).
 
-- :func:`load_corpus`: Shakespeare speeches (whole plays held out) or any UTF-8 text file / folder of ``.txt``
+- :func:`load_corpus`: Shakespeare speeches, Austen's novels, WordNet glosses, fortunes (whole plays / novels /
+  files held out; :mod:`essence.data.corpora`), several joined by ``+``, or any UTF-8 text file / folder of ``.txt``
   files (one sequence a line), tokenised with a BERT WordPiece tokenizer; ``[CLS] ... [SEP]``, lines longer than
   ``max_len`` chunked with the specials re-added, sequences shorter than ``min_len`` dropped (card §2.4).
 - :func:`compact_vocab`: the teacher's vocabulary restricted to the pieces the corpus uses (tokenisation of the
@@ -24,7 +25,7 @@ import torch
 from essence.core.runtime import step_generator  # noqa: F401  (re-exported)
 from essence.data.cache import cache_dir, cache_key
 
-__all__ = ["Corpus", "load_corpus", "read_text_lines", "compact_vocab", "token_probs", "mask_tokens",
+__all__ = ["Corpus", "load_corpus", "is_named_corpus", "read_text_lines", "compact_vocab", "token_probs", "mask_tokens",
            "bucketed_batches", "pad_batch", "step_generator", "SPECIALS"]
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -61,17 +62,11 @@ def read_text_lines(path: str | Path) -> list[str]:
     return lines
 
 
-def _shakespeare(heldout_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
-    from essence.data.shakespeare import load_plays
+def is_named_corpus(corpus: str) -> bool:
+    """``shakespeare``, ``austen``, ``wordnet``, ``fortunes`` or several joined by ``+`` (not a path)."""
+    from essence.data.corpora import CORPORA
 
-    plays = load_plays()
-    names = sorted(plays)
-    random.Random(seed).shuffle(names)
-    n_held = max(1, round(heldout_fraction * len(names))) if heldout_fraction > 0 else 0
-    held = set(names[:n_held])
-    train = [s for n in sorted(plays) if n not in held for scene in plays[n] for _, s in scene]
-    test = [s for n in sorted(plays) if n in held for scene in plays[n] for _, s in scene]
-    return train, test
+    return all(part.strip() in CORPORA for part in corpus.split("+"))
 
 
 def _encode(lines: list[str], tokenizer, max_len: int, min_len: int) -> list[list[int]]:
@@ -97,12 +92,20 @@ def compact_vocab(seqs: list[list[int]], full_vocab: list[str], special_ids: dic
 
 def load_corpus(corpus: str, tokenizer, *, max_len: int, min_len: int, heldout_fraction: float = 0.1,
                 limit: int = 0, heldout_limit: int = 0, vocab: list[str] | None = None) -> Corpus:
-    """Tokenise ``corpus`` ('shakespeare' or a path) with ``tokenizer`` (a BERT WordPiece tokenizer).
+    """Tokenise ``corpus`` with ``tokenizer`` (a BERT WordPiece tokenizer): a named corpus of
+    :data:`essence.data.corpora.CORPORA` (``shakespeare``, ``austen``, ``wordnet``, ``fortunes``, or several joined
+    by ``+``; held out by whole plays / novels / fortunes files, glosses at random) or a UTF-8 text file / folder
+    of ``.txt`` files (one sequence a line, lines held out at random).
 
     ``vocab``: an existing compact vocabulary (a teacher's) to map onto; pieces outside it become ``[UNK]``.
     """
-    key_src = corpus if corpus == "shakespeare" else str(Path(corpus).resolve())
-    stamp = None if corpus == "shakespeare" else [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in
+    named = is_named_corpus(corpus)
+    if not named and not Path(corpus).exists() and "/" not in corpus and "." not in corpus:
+        from essence.data.corpora import corpus_texts
+
+        corpus_texts(corpus)    # raises "unknown corpus" with the named ones and a suggestion
+    key_src = corpus if named else str(Path(corpus).resolve())
+    stamp = None if named else [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in
                                                  (sorted(Path(corpus).rglob("*.txt")) if Path(corpus).is_dir()
                                                   else [Path(corpus)] if Path(corpus).exists() else [])]
     key = cache_key("distilbert-corpus-2", key_src, stamp, max_len, min_len, heldout_fraction, len(tokenizer),
@@ -120,8 +123,10 @@ def load_corpus(corpus: str, tokenizer, *, max_len: int, min_len: int, heldout_f
 
 
 def _tokenised(corpus, tokenizer, max_len, min_len, heldout_fraction):
-    if corpus == "shakespeare":
-        train_lines, held_lines = _shakespeare(heldout_fraction)
+    if is_named_corpus(corpus):
+        from essence.data.corpora import corpus_texts
+
+        train_lines, held_lines = corpus_texts(corpus, heldout_fraction)
     else:
         lines = read_text_lines(corpus)
         n_held = int(round(heldout_fraction * len(lines)))

