@@ -65,7 +65,8 @@ def get_world_size() -> int:
 
 
 def is_main() -> bool:
-    return get_rank() == 0
+    """Rank 0; before the process group exists, what torchrun's ``RANK`` says (so that only one process logs)."""
+    return get_rank() == 0 if is_distributed() else os.environ.get("RANK", "0") == "0"
 
 
 def init_distributed(device: str | torch.device = "auto", *, backend: str | None = None,

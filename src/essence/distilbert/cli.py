@@ -69,6 +69,7 @@ def _distill(args) -> int:
     else:
         cfg = PRESETS.build(args.preset, _overrides(args))
         run = Run.create("distilbert", args.preset, args.out, exact=args.out is not None, resumable=True)
+        run.save_config(cfg)
         resume = None
     try:
         res = distill(cfg, run, teacher=teacher, device=args.device, resume=resume)
