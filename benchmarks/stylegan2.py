@@ -18,6 +18,20 @@ is printed beside it when it differs.
 
     git clone https://github.com/NVlabs/stylegan2-ada-pytorch /tmp/ada      # the anchor's source (no install)
     python benchmarks/stylegan2.py --anchor /tmp/ada --batch 32 --repeats 3
+
+``--lucidrains DIR`` adds lucidrains' ``stylegan2_pytorch`` (PyPI), run through its own ``Trainer.train()`` (its
+loop, losses and schedule: hinge loss, gradient penalty every 4 steps, path length every 32, EMA every 10, Adam
+(0.5, 0.9)) at its closest config: 32 px RGB, ``latent_dim`` = essence's w_dim, ``style_depth`` = the mapping
+depth, ``network_capacity`` 16, ``fmap_max`` = channel_max; essence is then built with 3 channels too. Its
+architecture differs (bilinear up-sampling + blur, three full-resolution convolutions per D block), so the
+parameter counts differ and are printed. It is timed at step 20,001, where every one of its regularisers is on.
+The package asserts CUDA at import and calls ``.cuda()``; on the CPU the benchmark lifts the assert for the import,
+makes ``.cuda()`` the identity, stubs the imports its training step never uses (``aim``, ``vector_quantize_pytorch``,
+``fire``, ``retry``) and passes ``fmap_max`` to its EMA generator, which 1.9.0 forgets (without that, any
+``fmap_max`` but 512 fails to build)::
+
+    pip install --no-deps --target /tmp/lucidrains stylegan2_pytorch==1.9.0 einops
+    python benchmarks/stylegan2.py --lucidrains /tmp/lucidrains --batch 32 --repeats 3
 """
 
 from __future__ import annotations
@@ -39,7 +53,7 @@ def _essence(args):
     from essence.stylegan2.train import make_optimizers
 
     cfg = PRESETS.build("quick", [f"model.channel_base={args.channel_base}", f"model.channel_max={args.channel_max}",
-                                  f"optim.batch_size={args.batch}"])
+                                  f"optim.batch_size={args.batch}", f"model.img_channels={args.channels}"])
     torch.manual_seed(0)
     G, D = Generator(cfg.model), Discriminator(cfg.model)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -139,6 +153,48 @@ def _anchor(args, cfg):
     return G, D, forward, iteration
 
 
+def _lucidrains(args, cfg):
+    """lucidrains' Trainer (CPU shims described in the module docstring) and its EMA generator's forward."""
+    import functools
+    import itertools
+    import tempfile
+    import types
+
+    sys.path.insert(0, args.lucidrains)
+    for name in ("aim", "vector_quantize_pytorch", "fire", "retry"):
+        stub = types.ModuleType(name)
+        stub.VectorQuantize = None
+        sys.modules.setdefault(name, stub)
+    available = torch.cuda.is_available
+    torch.cuda.is_available = lambda: True
+    try:
+        import stylegan2_pytorch.stylegan2_pytorch as L
+    finally:
+        torch.cuda.is_available = available
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    m = cfg.model
+    L.Generator = functools.partial(L.Generator, fmap_max=m.channel_max)
+    torch.manual_seed(0)
+    trainer = L.Trainer(name="bench", base_dir=tempfile.mkdtemp(), image_size=m.resolution, network_capacity=16,
+                        fmap_max=m.channel_max, batch_size=args.batch, gradient_accumulate_every=1,
+                        save_every=10**9, evaluate_every=10**9, num_workers=0, latent_dim=m.w_dim,
+                        style_depth=m.mapping_layers)
+    trainer.init_GAN()
+    trainer.steps = 20_001
+    gan, layers = trainer.GAN, trainer.GAN.G.num_layers
+
+    def iteration(i, real, autocast):
+        trainer.loader = itertools.repeat(real)
+        trainer.train()
+
+    def forward(z):
+        with torch.no_grad():
+            w = gan.SE(z)[:, None].expand(-1, layers, -1)
+            return gan.GE(w, torch.rand(z.shape[0], m.resolution, m.resolution, 1))
+    return [gan.G, gan.S], [gan.D], forward, iteration
+
+
 def _time(fn, n: int) -> float:
     t = time.perf_counter()
     for i in range(n):
@@ -146,29 +202,23 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--anchor", required=True, help="a checkout of NVlabs/stylegan2-ada-pytorch")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--channel-base", type=int, default=1024)
-    p.add_argument("--channel-max", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3, help="alternating timed blocks per side (median reported)")
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from essence.core.loop import Precision
-    from essence.core.precision import machine_line
+def _count(modules) -> int:
+    modules = modules if isinstance(modules, (list, tuple)) else [modules]
+    return sum(q.numel() for mod in modules for q in mod.parameters())
 
-    print(machine_line(precision="fp32"))
+
+def _compare(args, title: str, short: str, build, *, channels: int, block: int) -> None:
+    """essence against one anchor, alternating timed blocks; ``block`` iterations amortise the lazy regularisers."""
+    from essence.core.loop import Precision
+
+    args.channels = channels
     Ge, De, fwd_e, it_e, cfg = _essence(args)
-    Ga, Da, fwd_a, it_a = _anchor(args, cfg)
-    n_e = [sum(q.numel() for q in m.parameters()) for m in (Ge, De)]
-    n_a = [sum(q.numel() for q in m.parameters()) for m in (Ga, Da)]
-    print(f"parameters G / D: essence {n_e[0]:,} / {n_e[1]:,}; stylegan2-ada-pytorch {n_a[0]:,} / {n_a[1]:,}")
+    Ga, Da, fwd_a, it_a = build(args, cfg)
+    print(f"\n== essence vs {title}")
+    print(f"parameters G / D: essence {_count(Ge):,} / {_count(De):,}; {short} {_count(Ga):,} / {_count(Da):,}")
     m = cfg.model
     z = torch.randn(args.batch, m.z_dim)
-    real = torch.randn(args.batch, m.img_channels, m.resolution, m.resolution)
+    real = torch.rand(args.batch, m.img_channels, m.resolution, m.resolution) * 2 - 1
     fp32 = contextlib.nullcontext
     auto = Precision("auto", "cpu")
     rows = {"G forward": ([], []), "train iteration": ([], []), "train iteration (essence auto)": ([], [])}
@@ -177,13 +227,14 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         rows["G forward"][0].append(_time(lambda i: fwd_e(z), 5))
         rows["G forward"][1].append(_time(lambda i: fwd_a(z), 5))
-        rows["train iteration"][0].append(_time(lambda i: it_e(i, real, fp32), 16))
-        rows["train iteration"][1].append(_time(lambda i: it_a(i, real, fp32), 16))
+        rows["train iteration"][0].append(_time(lambda i: it_e(i, real, fp32), block))
+        rows["train iteration"][1].append(_time(lambda i: it_a(i, real, fp32), block))
         if auto.mode != "fp32":
-            rows["train iteration (essence auto)"][0].append(_time(lambda i: it_e(i, real, auto.autocast), 16))
-    print(f"batch {args.batch}, resolution {m.resolution}, channels base {args.channel_base} max "
-          f"{args.channel_max}, {torch.get_num_threads()} threads, median of {args.repeats} alternating blocks")
-    print(f"{'':34s} {'essence ms':>11s} {'ada ms':>9s} {'ratio':>6s}")
+            rows["train iteration (essence auto)"][0].append(_time(lambda i: it_e(i, real, auto.autocast), block))
+    print(f"batch {args.batch}, resolution {m.resolution}, {m.img_channels} channel(s), channels base "
+          f"{args.channel_base} max {args.channel_max}, {torch.get_num_threads()} threads, median of {args.repeats} "
+          f"alternating blocks of {block} iterations")
+    print(f"{'':34s} {'essence ms':>11s} {short + ' ms':>9s} {'ratio':>6s}")
     for name, (e, a) in rows.items():
         if not e:
             continue
@@ -194,6 +245,30 @@ def main(argv=None) -> int:
         else:
             ma = statistics.median(rows["train iteration"][1]) * 1000
             print(f"{name + ' (' + auto.mode + ')':34s} {me:11.1f} {ma:9.1f} {ma / me:6.2f}x  (anchor in fp32)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--anchor", help="a checkout of NVlabs/stylegan2-ada-pytorch")
+    p.add_argument("--lucidrains", help="a folder holding the stylegan2_pytorch package (and einops)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--channel-base", type=int, default=1024)
+    p.add_argument("--channel-max", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="alternating timed blocks per side (median reported)")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from essence.core.precision import machine_line
+
+    print(machine_line(precision="fp32"))
+    if not (args.anchor or args.lucidrains):
+        p.error("give --anchor (stylegan2-ada-pytorch) and/or --lucidrains (stylegan2_pytorch)")
+    if args.anchor:
+        _compare(args, "stylegan2-ada-pytorch", "ada", _anchor, channels=1, block=16)
+    if args.lucidrains:
+        _compare(args, "lucidrains stylegan2_pytorch 1.9.0 (its Trainer.train)", "lucid", _lucidrains, channels=3,
+                 block=32)
     return 0
 
 
