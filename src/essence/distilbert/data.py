@@ -106,8 +106,8 @@ def load_corpus(corpus: str, tokenizer, *, max_len: int, min_len: int, heldout_f
         corpus_texts(corpus)    # raises "unknown corpus" with the named ones and a suggestion
     key_src = corpus if named else str(Path(corpus).resolve())
     stamp = None if named else [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in
-                                                 (sorted(Path(corpus).rglob("*.txt")) if Path(corpus).is_dir()
-                                                  else [Path(corpus)] if Path(corpus).exists() else [])]
+                                (sorted(Path(corpus).rglob("*.txt")) if Path(corpus).is_dir()
+                                 else [Path(corpus)] if Path(corpus).exists() else [])]
     key = cache_key("distilbert-corpus-2", key_src, stamp, max_len, min_len, heldout_fraction, len(tokenizer),
                     tokenizer.name_or_path)
     cached = cache_dir("distilbert") / f"corpus-{key}.pt"
