@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 
 from essence.data.cache import cache_dir, missing_source_error
-from essence.data.labelled import FORTUNES_DIR, FORTUNES_INSTALL
+from essence.data.labelled import FORTUNES_DIR, fortune_entries, fortune_files
 
 __all__ = ["AUSTEN_NOVELS", "load_austen", "load_wordnet_glosses", "load_fortune_texts", "corpus_texts",
            "CORPORA"]
@@ -131,18 +131,13 @@ def load_wordnet_glosses(root: str | Path = WORDNET_DIR) -> list[str]:
 
 def load_fortune_texts(root: str | Path = FORTUNES_DIR) -> dict[str, list[str]]:
     """{file: entries} for every fortunes file (entries separated by ``%`` lines, whitespace collapsed)."""
-    base = Path(root)
-    if not base.is_dir():
-        raise missing_source_error("the fortunes files", FORTUNES_INSTALL, path=base)
     out = {}
-    for f in sorted(p for p in base.iterdir() if p.is_file() and "." not in p.name):
-        entries = [" ".join(e.replace("%", " ").split()) for e in
-                   f.read_text(encoding="utf-8", errors="replace").split("\n%\n")]
-        entries = [e for e in entries if e and _mostly_letters(e)]
+    for name, path in fortune_files(root).items():
+        entries = [e for e in fortune_entries(path) if _mostly_letters(e)]
         if entries:
-            out[f.name] = entries
+            out[name] = entries
     if not out:
-        raise ValueError(f"{base}: no fortunes files")
+        raise ValueError(f"{root}: no fortunes files")
     return out
 
 

