@@ -78,7 +78,10 @@ def available_cores() -> int:
 
 def default_num_threads() -> int:
     """Threads for intra-op parallelism: the cores this process may use, divided among the local processes under
-    torchrun."""
+    torchrun, or this worker's share of them inside :func:`essence.core.parallel.map_runs`."""
+    share = os.environ.get("ESSENCE_WORKER_THREADS", "")   # inside a worker of core.parallel.map_runs
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, available_cores() // local_world)
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from essence.core.loop import Precision
+from essence.core.parallel import map_runs, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -67,7 +68,7 @@ class Plan:
 PLANS = {
     "tiny": Plan(steps=3, seeds=(0, 1), samples=48, inception_samples=0, test=64, monitor_every=0),
     "quick": Plan(steps=100, seeds=(0, 1, 2), samples=1000, inception_samples=0, test=2000, monitor_every=50),
-    "standard": Plan(steps=750, seeds=(0, 1, 2), samples=5000, inception_samples=400, test=0, monitor_every=150),
+    "standard": Plan(steps=600, seeds=(0, 1, 2), samples=5000, inception_samples=300, test=0, monitor_every=150),
     "paper": Plan(steps=0, seeds=(0, 1, 2), samples=10000, inception_samples=10000, test=0, monitor_every=2000),
 }
 
@@ -201,6 +202,50 @@ def _kendall(results: dict[str, SeedResults], experts: tuple[str, ...]) -> tuple
     return rows, taus
 
 
+_CONTEXT: dict[str, tuple] = {}
+
+
+def _context(base: IDVAEConfig, names: tuple[str, ...], device: str) -> tuple:
+    """This process's images, classifier and feature networks (built once per process and reused by its runs;
+    the classifier is trained once and cached on disk, so workers load it)."""
+    key = repr((base.data, base.eval, names, device))
+    if key not in _CONTEXT:
+        dev = torch.device(device)
+        train_x, train_y = load_images(base.data, "train")
+        test_x, test_y = load_images(base.data, "test")
+        classifier, clf_acc = get_classifier(base.data, base.eval, device=dev)
+        experts = build_experts(names, data=base.data, cfg=base.eval, device=dev, classifier=classifier)
+        _CONTEXT.clear()
+        _CONTEXT[key] = (train_x, train_y, test_x, test_y, classifier, clf_acc, experts)
+    return _CONTEXT[key]
+
+
+def _train_and_evaluate(cfg: IDVAEConfig, context_names: tuple[str, ...], names: tuple[str, ...], run_dir: str,
+                        preset: str, plan: Plan, real_feats: dict[str, torch.Tensor], device: str, keep: bool) -> dict:
+    """One arm x seed: train, then score under the feature networks ``names`` against the test features
+    ``real_feats`` (one job of the reproduction; it runs in a worker process or in the caller's)."""
+    train_x, train_y, test_x, test_y, classifier, _, experts = _context(cfg, context_names, device)
+    dev = torch.device(device)
+
+    def monitor(model) -> dict:
+        fake = experts["classifier"](generate(model, min(plan.samples, 1000), seed=99, device=dev))
+        real = experts["classifier"](test_x[:min(plan.samples, 1000)])
+        return {"fid_classifier": fid(real, fake)}
+
+    sub = Run(run_dir, method="idvae", preset=preset)
+    res = train(cfg, sub, device=dev, images=train_x, labels=train_y, progress=False,
+                monitor=monitor if cfg.train.eval_every else None)
+    ev = evaluate_model(res.model, cfg, {k: experts[k] for k in names}, test_images=test_x, test_labels=test_y,
+                        real_features=dict(real_feats), classifier=classifier, device=dev, seed=1234 + cfg.train.seed)
+    metrics = {_fid_key(e): v for e, v in ev["fid"].items()}
+    metrics.update({f"precision_{e}": v for e, v in ev["precision"].items()})
+    metrics.update({f"recall_{e}": v for e, v in ev["recall"].items()})
+    metrics.update(recon_mse=np.asarray(ev["recon_mse_items"]), cond_acc=np.asarray(ev["cond_acc_items"]))
+    return {"metrics": metrics, "seconds": res.seconds,
+            "curve": [(h["step"], h["fid_classifier"]) for h in res.history if "fid_classifier" in h],
+            "state": {k: v.detach().cpu() for k, v in res.model.state_dict().items()} if keep else None}
+
+
 def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides: tuple[str, ...] = ()) -> Report:
     """Run the experiment in ``run.dir`` and return the (unwritten) report."""
     if preset not in PLANS:
@@ -219,47 +264,40 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     t_start = time.time()
     dev = resolve_device(device)
     run.record_precision(Precision(base.train.precision, dev), quiet=True)   # the report's line; sub-runs log theirs
-    train_x, train_y = load_images(base.data, "train")
-    test_x, test_y = load_images(base.data, "test")
-    classifier, clf_acc = get_classifier(base.data, base.eval, device=dev)
     names = tuple(e for e in base.eval.extractors if e != "inception" or plan.inception_samples)
-    experts = build_experts(names, data=base.data, cfg=base.eval, device=dev, classifier=classifier)
-    cheap = {k: v for k, v in experts.items() if k != "inception"}
-    real_feats: dict[str, torch.Tensor] = {}
+    _, _, test_x, test_y, classifier, clf_acc, experts = _context(base, names, str(dev))
+    # the test images' features, once: every run's FID compares against them
+    real_feats = {name: ex(test_x[:min(plan.inception_samples if name == "inception" else plan.samples,
+                                       test_x.shape[0])]) for name, ex in experts.items()}
     arms = _arms(base)
-    results: dict[str, SeedResults] = {a: SeedResults() for a in arms}
-    keep: dict[str, object] = {}
-    curves: dict[str, list] = {}
-    seconds: dict[str, list[float]] = {a: [] for a in arms}
-    params: dict[str, int] = {}
-
-    def monitor(model) -> dict:
-        fake = experts["classifier"](generate(model, min(plan.samples, 1000), seed=99, device=dev))
-        real = experts["classifier"](test_x[:min(plan.samples, 1000)])
-        return {"fid_classifier": fid(real, fake)}
-
+    jobs, labels, job_arms = [], [], []
     for arm, change in arms.items():
         for seed in plan.seeds:
             cfg = base.with_overrides({**change, "train.seed": seed})
             if plan.monitor_every and seed == plan.seeds[0] and arm in MAIN and "classifier" in experts:
                 cfg = cfg.with_overrides({"train.eval_every": plan.monitor_every})
-            sub = Run(run.dir / "runs" / f"{arm}-s{seed}", method="idvae", preset=preset)
-            res = train(cfg, sub, device=dev, images=train_x, labels=train_y, progress=False,
-                        monitor=monitor if cfg.train.eval_every else None)
-            seconds[arm].append(res.seconds)
-            ex = experts if arm in MAIN else cheap
-            ev = evaluate_model(res.model, cfg, ex, test_images=test_x, test_labels=test_y, real_features=real_feats,
-                                classifier=classifier, device=dev, seed=1234 + seed)
-            metrics = {_fid_key(e): v for e, v in ev["fid"].items()}
-            metrics.update({f"precision_{e}": v for e, v in ev["precision"].items()})
-            metrics.update({f"recall_{e}": v for e, v in ev["recall"].items()})
-            metrics.update(recon_mse=np.asarray(ev["recon_mse_items"]), cond_acc=np.asarray(ev["cond_acc_items"]))
-            results[arm].add(seed, metrics)
-            if seed == plan.seeds[0]:
-                keep[arm] = res.model
-                curves[arm] = [(h["step"], h["fid_classifier"]) for h in res.history if "fid_classifier" in h]
-        if arm in MAIN:
-            params[arm] = count_parameters(build(base.with_overrides(change)))["total"]
+            feats = real_feats if arm in MAIN else {k: v for k, v in real_feats.items() if k != "inception"}
+            jobs.append((cfg, names, tuple(feats), str(run.dir / "runs" / f"{arm}-s{seed}"), preset, plan, feats,
+                         str(dev), seed == plan.seeds[0]))
+            labels.append(f"{arm}-s{seed}")
+            job_arms.append(arm)
+    workers = plan_workers(len(jobs), dev)
+    outs = map_runs(_train_and_evaluate, jobs, workers=workers, names=labels, desc="idvae runs")
+    results: dict[str, SeedResults] = {a: SeedResults() for a in arms}
+    keep: dict[str, object] = {}
+    curves: dict[str, list] = {}
+    seconds: dict[str, list[float]] = {a: [] for a in arms}
+    params: dict[str, int] = {}
+    for (cfg, *_), arm, out in zip(jobs, job_arms, outs):
+        seconds[arm].append(out["seconds"])
+        results[arm].add(cfg.train.seed, out["metrics"])
+        if out["state"] is not None:
+            model = build(cfg).to(dev)
+            model.load_state_dict(out["state"])
+            keep[arm] = model.eval()
+            curves[arm] = out["curve"]
+    for arm in MAIN:
+        params[arm] = count_parameters(build(base.with_overrides(arms[arm])))["total"]
     wall = time.time() - t_start
 
     # ------------------------------------------------------------------------------------------------- report
@@ -277,7 +315,9 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         + (f", {plan.inception_samples} for Inception (main arms only)" if plan.inception_samples else
            "; no Inception expert at this preset") +
         f". The Fashion-MNIST classifier (features, conditional accuracy) reaches {clf_acc:.1%} test accuracy. "
-        f"Reconstruction error on {test_x.shape[0]} test images. Total wall time {wall:.0f} s.")
+        f"Reconstruction error on {test_x.shape[0]} test images. The {len(jobs)} runs ran "
+        + (f"{workers} at a time in worker processes that share the cores" if workers > 1 else "one after another")
+        + f"; total wall time {wall:.0f} s.")
     report.section("Results")
     rows = []
     for arm, r in results.items():
@@ -303,7 +343,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     _figures(report, keep, curves, test_x, test_y, dev)
     report.add_summary(results={a: r.as_dict() for a, r in results.items()}, params=params,
                        classifier_test_accuracy=clf_acc, wall_seconds=round(wall, 1), experts=list(names),
-                       train_seconds=seconds, steps=base.train.max_steps, seeds=list(plan.seeds))
+                       train_seconds=seconds, steps=base.train.max_steps, seeds=list(plan.seeds), workers=workers)
     return report
 
 

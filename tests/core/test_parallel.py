@@ -1,0 +1,67 @@
+"""The run pool: worker count rules, thread shares, result order and error reporting."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+
+from essence.core import parallel
+from essence.core.parallel import MAX_WORKERS, map_runs, plan_workers
+from essence.core.runtime import available_cores, default_num_threads
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in (parallel.WORKERS_ENV, parallel.WORKER_THREADS_ENV, "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_plan_workers_defaults_to_one_per_core_on_cpu():
+    assert plan_workers(100, "cpu") == min(available_cores(), MAX_WORKERS)
+    assert plan_workers(1, "cpu") == 1                       # never more workers than runs
+
+
+def test_plan_workers_stays_in_process_on_accelerators_torchrun_and_inside_workers(monkeypatch):
+    assert plan_workers(10, torch.device("cuda", 0)) == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert plan_workers(10, "cpu") == 1
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv(parallel.WORKER_THREADS_ENV, "1")
+    assert plan_workers(10, "cpu") == 1
+
+
+def test_plan_workers_honours_the_request_and_the_environment(monkeypatch):
+    assert plan_workers(10, "cpu", requested=3) == 3
+    assert plan_workers(2, "cpu", requested=3) == 2
+    monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+    assert plan_workers(10, "cpu") == 1
+    monkeypatch.setenv(parallel.WORKERS_ENV, "two")
+    with pytest.raises(ValueError, match="ESSENCE_WORKERS"):
+        plan_workers(10, "cpu")
+    with pytest.raises(ValueError, match="positive"):
+        plan_workers(10, "cpu", requested=0)
+
+
+def test_default_threads_follow_the_worker_share(monkeypatch):
+    monkeypatch.setenv(parallel.WORKER_THREADS_ENV, "3")
+    assert default_num_threads() == 3
+
+
+def test_in_process_map_keeps_order():
+    assert map_runs(operator.mul, [(2, 3), (4, 5)], workers=1) == [6, 20]
+
+
+def test_worker_processes_keep_order_and_get_their_thread_share():
+    jobs = [(i, i + 1) for i in range(5)]
+    assert map_runs(operator.mul, jobs, workers=2) == [i * (i + 1) for i in range(5)]
+    threads = map_runs(default_num_threads, [(), ()], workers=2)
+    assert threads == [max(1, available_cores() // 2)] * 2
+
+
+def test_a_failing_run_names_itself():
+    with pytest.raises(RuntimeError, match="run bad failed in a worker process"):
+        map_runs(int, [("1",), ("x",)], workers=2, names=["good", "bad"])
+    with pytest.raises(ValueError, match="2 names for 1 jobs"):
+        map_runs(int, [("1",)], workers=2, names=["a", "b"])
