@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -85,7 +85,7 @@ def map_runs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int = 1,
         futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 i = futures[fut]
                 err = fut.exception()

@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from essence.core.loop import Precision
+from essence.core.parallel import map_runs, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -64,7 +66,7 @@ PLANS = {
                  previews=True),
     "quick": Plan(steps=0, seeds=(0,), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=0,
                   previews=True),
-    "standard": Plan(steps=0, seeds=(0, 1), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=6,
+    "standard": Plan(steps=0, seeds=(0, 1, 2), ks=(256, 4096), ms=(0.0, 0.99), k_main=4096, m_main=0.99, monitor=6,
                      previews=False),
     "paper": Plan(steps=0, seeds=(0, 1, 2), ks=(256, 1024, 4096, 16384, 65536), ms=(0.0, 0.9, 0.99, 0.999, 0.9999),
                   k_main=65536, m_main=0.999, monitor=20, previews=False),
@@ -152,17 +154,10 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
     t_start = time.time()
     dev = resolve_device(device)
     run.record_precision(Precision(base.train.precision, dev), quiet=True)   # the report's line; sub-runs log theirs
-    train_x, _ = load_images(base.data, "train")
-    bank_x, bank_y = load_images(base.data, "train", limit=base.eval.knn_bank or None)
-    test_x, test_y = load_images(base.data, "test")
-    eval_data = (bank_x, bank_y, test_x, test_y)
-    bn_x = bn_subset(bank_x, base.eval)
+    train_x, bank_x, bank_y, test_x, test_y, bn_x = _context(base)
 
     def score_model(model, seed: int) -> dict:
-        enc = eval_encoder(model, base, bn_x, dev)
-        return evaluate_features(extract_features(enc, bank_x, base, dev), bank_y,
-                                 extract_features(enc, test_x, base, dev), test_y, base.eval, seed=seed,
-                                 per_item=True)
+        return _score(model, base, bank_x, bank_y, test_x, test_y, bn_x, dev, seed)
 
     scores: dict[str, dict[str, list]] = {}
     info: dict[str, dict] = {}
@@ -179,36 +174,32 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
         for key, value in extra.items():
             rec.setdefault(key, []).append(value)
 
-    def pretrain(name: str, changes: dict, seed: int, monitor: bool = False) -> None:
+    # the pre-training runs: the headline arm (several seeds; the first one carries the kNN monitor for the
+    # time-to-accuracy curve), then (a) queue sizes and end-to-end and (b) momenta, one seed each (the first)
+    s0 = plan.seeds[0]
+    arms = [("moco", {"model.K": plan.k_main, "model.m": plan.m_main}, seed, i == 0)
+            for i, seed in enumerate(plan.seeds)]
+    arms += [(_arm_name(plan, K=K), {"model.K": K, "model.m": plan.m_main}, s0, False) for K in plan.ks
+             if K != plan.k_main]
+    arms.append(("end_to_end", {"model.mechanism": "end_to_end"}, s0, False))
+    arms += [(_arm_name(plan, m=m), {"model.K": plan.k_main, "model.m": m}, s0, False) for m in plan.ms
+             if m != plan.m_main]
+    jobs, labels = [], []
+    for name, changes, seed, monitor in arms:
         cfg = base.with_overrides({**changes, "train.seed": seed})
         if monitor and plan.monitor:
             per_epoch = train_x.shape[0] // cfg.optim.batch_size
             total = cfg.train.max_steps or per_epoch * cfg.optim.epochs
             cfg = cfg.with_overrides({"train.eval_every": max(1, total // plan.monitor)})
-        sub = Run(run.dir / "runs" / (name if len(plan.seeds) == 1 or name != "moco" else f"{name}_seed{seed}"),
-                  method="moco", preset=preset)
-        res = train(cfg, sub, device=dev, images=train_x, eval_data=eval_data)
-        losses = [h["loss"] for h in res.history if "loss" in h]
-        window = losses[-max(1, len(losses) // 5):] if losses else [float("nan")]
-        if monitor and res.monitor:
-            curves[name] = [(m["train_seconds"], m["knn_top1"]) for m in res.monitor]
-        train_s = res.step * cfg.optim.batch_size / max(res.images_per_s, 1e-9)
-        add(name, score_model(res.model, seed), seed=seed, steps=res.step, train_seconds=train_s,
-            final_loss=float(np.mean(window)), loss_curve=[(h["step"], h["loss"]) for h in res.history
-                                                           if "loss" in h])
-
-    # headline arm (several seeds; the first one carries the kNN monitor for the time-to-accuracy curve)
-    for i, seed in enumerate(plan.seeds):
-        pretrain("moco", {"model.K": plan.k_main, "model.m": plan.m_main}, seed, monitor=i == 0)
-    # (a) queue sizes and end-to-end; (b) momenta: one seed each (the first)
-    s0 = plan.seeds[0]
-    for K in plan.ks:
-        if K != plan.k_main:
-            pretrain(_arm_name(plan, K=K), {"model.K": K, "model.m": plan.m_main}, s0)
-    pretrain("end_to_end", {"model.mechanism": "end_to_end"}, s0)
-    for m in plan.ms:
-        if m != plan.m_main:
-            pretrain(_arm_name(plan, m=m), {"model.K": plan.k_main, "model.m": m}, s0)
+        label = name if len(plan.seeds) == 1 or name != "moco" else f"{name}_seed{seed}"
+        jobs.append((cfg, str(run.dir / "runs" / label), preset, str(dev)))
+        labels.append(label)
+    workers = plan_workers(len(jobs), dev)
+    outs = map_runs(_pretrain, jobs, workers=workers, names=labels, desc="moco runs")
+    for (name, _, seed, monitor), out in zip(arms, outs):
+        if monitor and out["monitor"]:
+            curves[name] = out["monitor"]
+        add(name, out["score"], seed=seed, **out["extra"])
     # (c) baselines through the same evaluation: random encoders (one per headline seed), raw pixels
     for seed in plan.seeds:
         add("random", score_model(build_model(base, bank_size=train_x.shape[0], seed=seed).to(dev), seed), seed=seed)
@@ -220,12 +211,52 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
 
     matrices = {name: {p: np.stack(v) for p, v in s.items()} for name, s in scores.items()}
     decisions = claim_decisions(matrices, plan, seed=s0)
-    _write_report(report, plan, base, matrices, info, curves, decisions, wall, bank_x.shape[0], test_x.shape[0])
+    _write_report(report, plan, base, matrices, info, curves, decisions, wall, bank_x.shape[0], test_x.shape[0],
+                  workers)
     return report
 
 
+_CONTEXT: dict[str, tuple] = {}
+
+
+def _context(base: MoCoConfig) -> tuple:
+    """This process's images: training set, kNN bank / probe set with labels, test set, BN-recalibration subset
+    (loaded once per process and reused by its runs)."""
+    key = repr((base.data, base.eval))
+    if key not in _CONTEXT:
+        train_x, _ = load_images(base.data, "train")
+        bank_x, bank_y = load_images(base.data, "train", limit=base.eval.knn_bank or None)
+        test_x, test_y = load_images(base.data, "test")
+        _CONTEXT.clear()
+        _CONTEXT[key] = (train_x, bank_x, bank_y, test_x, test_y, bn_subset(bank_x, base.eval))
+    return _CONTEXT[key]
+
+
+def _score(model, cfg: MoCoConfig, bank_x, bank_y, test_x, test_y, bn_x, dev, seed: int) -> dict:
+    """kNN and linear-probe scores of a pre-trained (or random) encoder, per test item."""
+    enc = eval_encoder(model, cfg, bn_x, dev)
+    return evaluate_features(extract_features(enc, bank_x, cfg, dev), bank_y, extract_features(enc, test_x, cfg, dev),
+                             test_y, cfg.eval, seed=seed, per_item=True)
+
+
+def _pretrain(cfg: MoCoConfig, run_dir: str, preset: str, device: str) -> dict:
+    """One pre-training run and its scores (one job of the reproduction; it runs in a worker process or in the
+    caller's)."""
+    train_x, bank_x, bank_y, test_x, test_y, bn_x = _context(cfg)
+    dev = torch.device(device)
+    res = train(cfg, Run(run_dir, method="moco", preset=preset), device=dev, images=train_x,
+                eval_data=(bank_x, bank_y, test_x, test_y))
+    losses = [h["loss"] for h in res.history if "loss" in h]
+    window = losses[-max(1, len(losses) // 5):] if losses else [float("nan")]
+    train_s = res.step * cfg.optim.batch_size / max(res.images_per_s, 1e-9)
+    return {"score": _score(res.model, cfg, bank_x, bank_y, test_x, test_y, bn_x, dev, cfg.train.seed),
+            "monitor": [(m["train_seconds"], m["knn_top1"]) for m in (res.monitor or [])],
+            "extra": {"steps": res.step, "train_seconds": train_s, "final_loss": float(np.mean(window)),
+                      "loss_curve": [(h["step"], h["loss"]) for h in res.history if "loss" in h]}}
+
+
 # ---------------------------------------------------------------------------------------------------- report
-def _write_report(report, plan, base, matrices, info, curves, decisions, wall, n_bank, n_test) -> None:
+def _write_report(report, plan, base, matrices, info, curves, decisions, wall, n_bank, n_test, workers=1) -> None:
     B = base.optim.batch_size
     steps = info["moco"]["steps"][0]
     per_epoch = 60000 // B if not base.data.train_limit else base.data.train_limit // B
@@ -258,7 +289,9 @@ def _write_report(report, plan, base, matrices, info, curves, decisions, wall, n
         f"Scored on {n_test} test images. Intervals: 95% bootstrap over the test images (paired between arms) and "
         f"over seeds where an arm has several: the headline arm (K = {plan.k_main}, m = {plan.m_main}) and the "
         f"random encoder have {len(plan.seeds)} seed(s); the ablation arms of (a) and (b) have one seed, so their "
-        f"training-seed variation is not in the interval. Total wall time: {wall:.0f} s.")
+        f"training-seed variation is not in the interval. Total wall time: {wall:.0f} s"
+        + (f", with {workers} pre-training runs at a time in worker processes that share the cores (training "
+           "times and the time-to-accuracy curve are measured under that sharing)." if workers > 1 else "."))
 
     report.section("Results")
     rows = []
@@ -318,7 +351,7 @@ def _write_report(report, plan, base, matrices, info, curves, decisions, wall, n
                   "linear_lr": i["linear_lr"], **{k: i[k] for k in ("steps", "train_seconds", "final_loss")
                                                   if k in i}} for n, i in info.items()},
         monitor={n: c for n, c in curves.items()}, time_to_pixels_s=tta, pixel_knn_target=target,
-        wall_seconds=round(wall, 1), previews=plan.previews)
+        wall_seconds=round(wall, 1), previews=plan.previews, workers=workers)
     _figures(report, plan, base, matrices, info, curves, target)
     report.text("Paper numbers for reference (ImageNet, ResNet-50, linear top-1): MoCo v1 60.6% (K=65536), "
                 "memory bank 58.0%, momentum 0.9 / 0.99 / 0.999 / 0.9999 = 55.2 / 57.8 / 59.0 / 58.9% with m=0 "

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from essence.core.parallel import map_runs, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -72,7 +73,7 @@ PLANS = {
                  r1_blocks=2, adain=True, proj_n=4, proj_steps=3, r1_every=1),
     "quick": Plan(steps=80, seeds=(0,), evals=6, n_gen=5000, n_real=10000, ppl_samples=500, demod_trials=200,
                   r1_blocks=2, adain=False),
-    "standard": Plan(steps=1000, seeds=(0, 1), evals=6, n_gen=10000, n_real=10000, ppl_samples=1000,
+    "standard": Plan(steps=640, seeds=(0, 1), evals=6, n_gen=10000, n_real=10000, ppl_samples=1000,
                      demod_trials=500, r1_blocks=5, adain=False, proj_n=32, proj_steps=60, curve_n=2000),
     "paper": Plan(steps=781250, seeds=(0, 1, 2), evals=10, n_gen=50000, n_real=10000, ppl_samples=50000,
                   demod_trials=1000, r1_blocks=20, adain=True, proj_n=100, proj_steps=1000),
@@ -243,19 +244,7 @@ def decide_claims(m: dict) -> dict[str, list[Decision]]:
 def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides: tuple[str, ...] = ()) -> Report:
     """Run the experiment in ``run.dir`` and return the (unwritten) report."""
     from essence.core.loop import Precision
-    from essence.metrics.precision_recall import knn_radii, manifold_membership
-    from essence.stylegan2.data import load_fashion_mnist32, to_signed
-    from essence.stylegan2.evaluate import (
-        classifier_features_net,
-        features_of,
-        fid_from_features,
-        generate_images,
-        jacobian_lengths,
-        ppl_summary,
-        ppl_w,
-    )
-    from essence.stylegan2.project import feature_distance, project
-    from essence.stylegan2.train import build_networks, train
+    from essence.stylegan2.train import build_networks
 
     if preset not in PLANS:
         raise ValueError(f"unknown preset {preset!r}; choose from {list(PLANS)}")
@@ -282,67 +271,39 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     r1 = time_lazy_r1(base, plan.r1_blocks, dev)
     m["r1_lazy_s"], m["r1_every_s"] = r1["lazy"], r1["every"]
 
-    # feature network and real features (Fashion-MNIST test split)
-    net, cls_acc = classifier_features_net(base.eval.classifier_epochs, dev)
-    real = load_fashion_mnist32("test", base.data.path)[:plan.n_real]
-    real_feats = features_of(net, real, device=dev)
-    real_radii = knn_radii(real_feats, base.eval.pr_k)
-    train_x = load_fashion_mnist32("train", base.data.path, base.data.limit)
-    ecfg = base.eval.replace(n_gen=plan.n_gen, n_real=plan.n_real, ppl_samples=plan.ppl_samples)
-
-    def fid_of(G, n):
-        fake = generate_images(G, n, seed=12345, device=dev, batch=ecfg.batch_size)
-        return fid_from_features(real_feats, features_of(net, fake, device=dev))
-
-    def fid_monitor(G, step):   # the curve (claim f): fewer images per point, the same z at every point
-        return {"fid": fid_of(G, plan.curve_n or ecfg.n_gen)}
-
-    arms: dict[str, list[dict]] = {"pl": [], "nopl": [], "adain": [], "r1every": []}
-    curve_steps, curve_fid = [], []
+    # the feature network (trained once and cached on disk, so worker processes load it) and the real features
+    _, cls_acc, real, _, _, _ = _context(base, plan, str(dev))
     psis = (1.0, 0.7, 0.5)
-    prec_items = {p: [] for p in psis}
-    rec_items = {p: [] for p in psis}
+    jobs, labels = [], []
     for arm, changes in (("pl", {}), ("nopl", {"loss.pl_weight": 0.0}),
                          ("adain", {"model.style_block": "adain"}), ("r1every", {"loss.r1_interval": 1})):
         seeds = {"adain": plan.seeds[:1] if plan.adain else (), "r1every": plan.seeds[:plan.r1_every]}.get(
             arm, plan.seeds)
         for seed in seeds:
             cfg = base.with_overrides({**changes, "train.seed": seed})
-            sub = Run(run.dir / "runs" / f"{arm}_seed{seed}", method="stylegan2", preset=preset)
-            G0 = build_networks(cfg)[2].to(dev)
-            fid0 = fid_monitor(G0, 0)["fid"]
-            res = train(cfg, sub, device=dev, images=train_x, eval_fn=fid_monitor, progress=False)
-            G = res.G_ema
-            curve = [(0, fid0)] + [(h["step"], h["fid"]) for h in res.history if "fid" in h]
-            rec = {"seed": seed, "seconds": res.seconds, "images_per_s": res.images_per_s, "curve": curve,
-                   "phase_seconds": res.phase_seconds, "peak_to_std": peak_to_std(G, device=dev)}
-            rec["fid"] = curve[-1][1] if not plan.curve_n else fid_of(G, ecfg.n_gen)
-            if arm in ("pl", "nopl"):
-                d = ppl_w(G, net, plan.ppl_samples, epsilon=ecfg.ppl_epsilon, seed=777, device=dev)
-                lengths = jacobian_lengths(G, min(512, plan.ppl_samples), seed=778, device=dev)
-                rec.update(ppl=ppl_summary(d), ppl_log=np.log(np.maximum(d, 1e-12)),
-                           jcv=float(lengths.std() / lengths.mean()))
-            if arm in ("pl", "nopl") and plan.proj_n and seed == plan.seeds[0]:   # (e): first seed of each arm
-                dist = feature_distance(net)
-                real_t = to_signed(real[:plan.proj_n]).to(dev)
-                gen_t = generate_images(G, plan.proj_n, seed=999, device=dev)
-                m[f"proj_{arm}"] = (project(G, real_t, dist, steps=plan.proj_steps)["distance"],
-                                    project(G, gen_t, dist, steps=plan.proj_steps)["distance"])
-            if arm == "pl":
-                curve_steps += [s for s, _ in curve]
-                curve_fid += [f for _, f in curve]
-                for psi in psis:   # (d): same z for every psi
-                    fake = generate_images(G, plan.n_gen, psi=psi, seed=4242, device=dev)
-                    ff = features_of(net, fake, device=dev)
-                    prec_items[psi].append(manifold_membership(ff, real_feats, real_radii).double().numpy())
-                    rec_items[psi].append(manifold_membership(real_feats, ff, knn_radii(ff, base.eval.pr_k))
-                                          .double().numpy())
-                    rec[f"precision_psi{psi}"] = float(prec_items[psi][-1].mean())
-                    rec[f"recall_psi{psi}"] = float(rec_items[psi][-1].mean())
-                    rec[f"fid_psi{psi}"] = fid_from_features(real_feats, ff)
-                if seed == plan.seeds[0]:
-                    _sample_figures(report, G, dev, psis)
-            arms[arm].append(rec)
+            jobs.append((cfg, arm, plan, preset, str(run.dir / "runs" / f"{arm}_seed{seed}"), str(dev), psis))
+            labels.append(f"{arm}_seed{seed}")
+    workers = plan_workers(len(jobs), dev)
+    outs = map_runs(_train_and_score, jobs, workers=workers, names=labels, desc="stylegan2 runs")
+    arms: dict[str, list[dict]] = {"pl": [], "nopl": [], "adain": [], "r1every": []}
+    curve_steps, curve_fid = [], []
+    prec_items = {p: [] for p in psis}
+    rec_items = {p: [] for p in psis}
+    for (cfg, arm, *_), out in zip(jobs, outs):
+        rec = out["rec"]
+        if "proj" in out:
+            m[f"proj_{arm}"] = out["proj"]
+        if arm == "pl":
+            curve_steps += [s for s, _ in rec["curve"]]
+            curve_fid += [f for _, f in rec["curve"]]
+            for psi in psis:
+                prec_items[psi].append(out["prec_items"][psi])
+                rec_items[psi].append(out["rec_items"][psi])
+            if out["G_ema"] is not None:
+                G = build_networks(cfg)[2].to(dev)
+                G.load_state_dict(out["G_ema"])
+                _sample_figures(report, G.eval(), dev, psis)
+        arms[arm].append(rec)
     m["ppl_log_pl"] = np.stack([r["ppl_log"] for r in arms["pl"]])
     m["ppl_log_nopl"] = np.stack([r["ppl_log"] for r in arms["nopl"]])
     m["jcv_pl"] = [r["jcv"] for r in arms["pl"]]
@@ -359,11 +320,99 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         m["train_s_every"] = [r["seconds"] for r in every]
     decisions = decide_claims(m)
     wall = time.time() - t_start
-    _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev)
+    _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, workers)
     return report
 
 
-def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev) -> None:
+_CONTEXT: dict[str, tuple] = {}
+
+
+def _context(base: StyleGAN2Config, plan: Plan, device: str) -> tuple:
+    """This process's feature network, real test images and their features / k-NN radii, and the training
+    images (built once per process; the classifier is trained once and cached on disk)."""
+    from essence.metrics.precision_recall import knn_radii
+    from essence.stylegan2.data import load_fashion_mnist32
+    from essence.stylegan2.evaluate import classifier_features_net, features_of
+
+    key = repr((base.data, base.eval.classifier_epochs, base.eval.pr_k, plan.n_real, device))
+    if key not in _CONTEXT:
+        dev = torch.device(device)
+        net, cls_acc = classifier_features_net(base.eval.classifier_epochs, dev)
+        real = load_fashion_mnist32("test", base.data.path)[:plan.n_real]
+        real_feats = features_of(net, real, device=dev)
+        train_x = load_fashion_mnist32("train", base.data.path, base.data.limit)
+        _CONTEXT.clear()
+        _CONTEXT[key] = (net, cls_acc, real, real_feats, knn_radii(real_feats, base.eval.pr_k), train_x)
+    return _CONTEXT[key]
+
+
+def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, run_dir: str, device: str,
+                     psis: tuple[float, ...]) -> dict:
+    """One arm x seed: train (with the FID curve), then the arm's metrics (one job of the reproduction; it runs
+    in a worker process or in the caller's). Returns the record, the per-image precision / recall memberships
+    (PL arm), the projection distances (first seed) and the first PL seed's G_ema weights for the figures."""
+    from essence.metrics.precision_recall import knn_radii, manifold_membership
+    from essence.stylegan2.data import to_signed
+    from essence.stylegan2.evaluate import (
+        features_of,
+        fid_from_features,
+        generate_images,
+        jacobian_lengths,
+        ppl_summary,
+        ppl_w,
+    )
+    from essence.stylegan2.project import feature_distance, project
+    from essence.stylegan2.train import build_networks, train
+
+    net, _, real, real_feats, real_radii, train_x = _context(cfg, plan, device)
+    dev = torch.device(device)
+    ecfg = cfg.eval.replace(n_gen=plan.n_gen, n_real=plan.n_real, ppl_samples=plan.ppl_samples)
+    seed = cfg.train.seed
+
+    def fid_of(G, n):
+        fake = generate_images(G, n, seed=12345, device=dev, batch=ecfg.batch_size)
+        return fid_from_features(real_feats, features_of(net, fake, device=dev))
+
+    def fid_monitor(G, step):   # the curve (claim f): fewer images per point, the same z at every point
+        return {"fid": fid_of(G, plan.curve_n or ecfg.n_gen)}
+
+    sub = Run(run_dir, method="stylegan2", preset=preset)
+    G0 = build_networks(cfg)[2].to(dev)
+    fid0 = fid_monitor(G0, 0)["fid"]
+    res = train(cfg, sub, device=dev, images=train_x, eval_fn=fid_monitor, progress=False)
+    G = res.G_ema
+    curve = [(0, fid0)] + [(h["step"], h["fid"]) for h in res.history if "fid" in h]
+    rec = {"seed": seed, "seconds": res.seconds, "images_per_s": res.images_per_s, "curve": curve,
+           "phase_seconds": res.phase_seconds, "peak_to_std": peak_to_std(G, device=dev)}
+    rec["fid"] = curve[-1][1] if not plan.curve_n else fid_of(G, ecfg.n_gen)
+    out: dict = {"rec": rec, "G_ema": None}
+    if arm in ("pl", "nopl"):
+        d = ppl_w(G, net, plan.ppl_samples, epsilon=ecfg.ppl_epsilon, seed=777, device=dev)
+        lengths = jacobian_lengths(G, min(512, plan.ppl_samples), seed=778, device=dev)
+        rec.update(ppl=ppl_summary(d), ppl_log=np.log(np.maximum(d, 1e-12)),
+                   jcv=float(lengths.std() / lengths.mean()))
+    if arm in ("pl", "nopl") and plan.proj_n and seed == plan.seeds[0]:   # (e): first seed of each arm
+        dist = feature_distance(net)
+        real_t = to_signed(real[:plan.proj_n]).to(dev)
+        gen_t = generate_images(G, plan.proj_n, seed=999, device=dev)
+        out["proj"] = (project(G, real_t, dist, steps=plan.proj_steps)["distance"],
+                       project(G, gen_t, dist, steps=plan.proj_steps)["distance"])
+    if arm == "pl":
+        out["prec_items"], out["rec_items"] = {}, {}
+        for psi in psis:   # (d): same z for every psi
+            fake = generate_images(G, plan.n_gen, psi=psi, seed=4242, device=dev)
+            ff = features_of(net, fake, device=dev)
+            out["prec_items"][psi] = manifold_membership(ff, real_feats, real_radii).double().numpy()
+            out["rec_items"][psi] = manifold_membership(real_feats, ff, knn_radii(ff, cfg.eval.pr_k)).double().numpy()
+            rec[f"precision_psi{psi}"] = float(out["prec_items"][psi].mean())
+            rec[f"recall_psi{psi}"] = float(out["rec_items"][psi].mean())
+            rec[f"fid_psi{psi}"] = fid_from_features(real_feats, ff)
+        if seed == plan.seeds[0]:
+            out["G_ema"] = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    return out
+
+
+def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, workers=1) -> None:
     B = base.optim.batch_size
     mc = base.model
     report.text(
@@ -383,7 +432,9 @@ def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev) -
            "FID)" if plan.curve_n else "") + f"; precision/recall with k = "
         f"{base.eval.pr_k}; PPL in W at endpoints with epsilon {base.eval.ppl_epsilon} and the squared feature "
         f"distance instead of LPIPS (no VGG weights offline), {plan.ppl_samples} samples. Numbers are not "
-        f"comparable with the paper's; only directions are checked. Total wall time: {wall:.0f} s.")
+        f"comparable with the paper's; only directions are checked. Total wall time: {wall:.0f} s"
+        + (f", with {workers} training runs at a time in worker processes that share the cores." if workers > 1
+           else "."))
     if preset == "quick":
         report.text("**Quick preset: a preview.** One seed and few iterations; claims (c) and (d) are decided "
                     "properly by the standard preset (two seeds per arm).")
@@ -458,7 +509,7 @@ def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev) -
                   "curve_steps": list(map(int, m["curve_steps"])), "curve_fid": list(map(float, m["curve_fid"])),
                   "precision_recall": {str(p): list(map(float, v)) for p, v in pr.items()}},
         arms={k: [{kk: vv for kk, vv in r.items() if kk != "ppl_log"} for r in v] for k, v in arms.items()},
-        wall_seconds=round(wall, 1))
+        wall_seconds=round(wall, 1), workers=workers)
 
 
 def _sample_figures(report, G, dev, psis) -> None:
