@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from essence.core import parallel
-from essence.core.parallel import MAX_WORKERS, map_runs, plan_workers
+from essence.core.parallel import MAX_WORKERS, map_runs, plan_workers, run_graph
 from essence.core.runtime import available_cores, default_num_threads
 
 
@@ -65,3 +65,21 @@ def test_a_failing_run_names_itself():
         map_runs(int, [("1",), ("x",)], workers=2, names=["good", "bad"])
     with pytest.raises(ValueError, match="2 names for 1 jobs"):
         map_runs(int, [("1",)], workers=2, names=["a", "b"])
+
+
+def _unlock(name, result):
+    """teacher -> two students (the shape of Noisy Student's graph)."""
+    if name == "t":
+        return {"s1": (result, 2), "s2": (result, 3)}
+    return {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_graph_queues_the_jobs_a_result_unlocks(workers):
+    out = run_graph(operator.mul, {"t": (2, 5)}, workers=workers, after=_unlock, total=3)
+    assert out == {"t": 10, "s1": 20, "s2": 30}
+
+
+def test_run_graph_refuses_a_name_queued_twice():
+    with pytest.raises(ValueError, match="queued twice"):
+        run_graph(operator.mul, {"t": (1, 1), "s1": (1, 1)}, after=_unlock)

@@ -79,8 +79,20 @@ def test_pixelate_pillow_path_is_bit_exact(c, h, w):
             img = img[..., 0] if c == 1 else np.ascontiguousarray(img)
             pil = Image.fromarray(img).resize(size[::-1], Image.BOX).resize((w, h), Image.BOX)
             np.testing.assert_array_equal(np.asarray(pil).reshape(h, w, c), fast[i].permute(1, 2, 0).numpy())
-    assert fastpath._cv2_nearest_matches((134, 134), (224, 224))            # OpenCV enlarges at 224 ...
-    assert not fastpath._cv2_nearest_matches((30, 36), (50, 61))            # ... the gather at 50 x 61
+    assert fastpath._pil_nearest_matches((134, 134), (224, 224))            # Pillow NEAREST enlarges at 224 ...
+    assert fastpath._cv2_nearest_matches((134, 134), (224, 224))
+    assert not fastpath._pil_nearest_matches((30, 36), (50, 61))            # ... the gather at 50 x 61
+    assert not fastpath._cv2_nearest_matches((30, 36), (50, 61))
+
+
+def test_pixelate_nearest_shortcut_is_refused_where_pillow_nearest_differs():
+    assert not fastpath._pil_nearest_matches((36, 36), (61, 61))
+    u8 = _images(2, 3, 61, 61)
+    fast = fastpath.pixelate_planes_u8(u8, (36, 36))
+    for i in range(2):
+        img = np.ascontiguousarray(u8[i].permute(1, 2, 0).numpy())
+        pil = Image.fromarray(img).resize((36, 36), Image.BOX).resize((61, 61), Image.BOX)
+        np.testing.assert_array_equal(np.asarray(pil), fast[i].permute(1, 2, 0).numpy())
 
 
 @pytest.mark.parametrize("c", [3, 1])

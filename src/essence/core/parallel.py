@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from essence.core.progress import ProgressBar
 from essence.core.runtime import available_cores
 
-__all__ = ["plan_workers", "map_runs", "WORKERS_ENV", "WORKER_THREADS_ENV", "MAX_WORKERS"]
+__all__ = ["plan_workers", "map_runs", "run_graph", "WORKERS_ENV", "WORKER_THREADS_ENV", "MAX_WORKERS"]
 
 WORKERS_ENV = "ESSENCE_WORKERS"
 WORKER_THREADS_ENV = "ESSENCE_WORKER_THREADS"   # set inside a worker: default_num_threads() returns it
@@ -65,34 +65,69 @@ def map_runs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int = 1,
     """``[fn(*job) for job in jobs]``, computed by ``workers`` processes, each on ``cores // workers`` threads.
 
     ``fn`` must be a module-level function and its arguments and results picklable. Results come back in the
-    order of ``jobs``. The first error stops the pool (queued runs are cancelled) and is raised here. With
-    ``workers == 1`` everything runs in this process, with no pickling.
+    order of ``jobs``. The first error stops the pool (queued runs are cancelled) and is raised here, naming the
+    run. With ``workers == 1`` everything runs in this process, with no pickling.
     """
     names = list(names) if names is not None else [str(i) for i in range(len(jobs))]
     if len(names) != len(jobs):
         raise ValueError(f"{len(names)} names for {len(jobs)} jobs")
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(*job) for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError("job names must be unique")
+    out = run_graph(fn, dict(zip(names, jobs)), workers=workers, desc=desc)
+    return [out[n] for n in names]
+
+
+def run_graph(fn: Callable[..., Any], jobs: Mapping[str, tuple], *, workers: int = 1,
+              after: Callable[[str, Any], Mapping[str, tuple]] | None = None, total: int | None = None,
+              desc: str = "runs") -> dict[str, Any]:
+    """Run ``fn(*job)`` for every named job, and for the jobs that finished ones unlock.
+
+    ``after(name, result)`` is called (in this process) when a job finishes and returns the named jobs that
+    needed its result (a student after its teacher); they are queued at once. Returns ``{name: result}``.
+    ``total`` (the number of jobs in all) sizes the progress bar. Queued jobs start in the order they were
+    queued; with ``workers == 1`` they run here, breadth first.
+    """
+    results: dict[str, Any] = {}
+    known = set(jobs)
+
+    def followups(name: str) -> dict[str, tuple]:
+        more = dict(after(name, results[name])) if after is not None else {}
+        clash = known & set(more)
+        if clash:
+            raise ValueError(f"job names must be unique: {sorted(clash)} queued twice")
+        known.update(more)
+        return more
+
+    if workers <= 1 or (len(jobs) <= 1 and after is None):
+        queue = list(jobs.items())
+        while queue:
+            name, job = queue.pop(0)
+            results[name] = fn(*job)
+            queue.extend(followups(name).items())
+        return results
     import multiprocessing as mp
 
     threads = max(1, available_cores() // workers)
-    results: list[Any] = [None] * len(jobs)
     t0 = time.perf_counter()
-    with ProgressBar(len(jobs), desc=f"{desc} ({workers} processes x {threads} thread{'s' * (threads > 1)})",
+    with ProgressBar(total or len(jobs), desc=f"{desc} ({workers} processes x {threads} thread{'s' * (threads > 1)})",
                      unit="run") as bar, \
             ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                 initargs=(threads,)) as pool:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(fn, *job): name for name, job in jobs.items()}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                i = futures[fut]
+                name = futures[fut]
                 err = fut.exception()
                 if err is not None:
                     for other in pending:
                         other.cancel()
-                    raise RuntimeError(f"run {names[i]} failed in a worker process: {err}") from err
-                results[i] = fut.result()
-                bar.update(1, last=f"{names[i]} ({time.perf_counter() - t0:.0f} s)")
+                    raise RuntimeError(f"run {name} failed in a worker process: {err}") from err
+                results[name] = fut.result()
+                bar.update(1, last=f"{name} ({time.perf_counter() - t0:.0f} s)")
+                for new_name, job in followups(name).items():
+                    fut_new = pool.submit(fn, *job)
+                    futures[fut_new] = new_name
+                    pending.add(fut_new)
     return results

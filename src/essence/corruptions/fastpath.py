@@ -154,14 +154,34 @@ def _cv2_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> boo
     return True
 
 
+@lru_cache(maxsize=64)
+def _pil_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+    """Whether Pillow's NEAREST enlargement picks the same source pixels as its BOX enlargement for these sizes
+    (checked on 32-bit index ramps; its 16.16 fixed-point stepping differs for some size pairs, e.g. 36 -> 61)."""
+    from PIL import Image
+
+    for axis in (0, 1):
+        want = box_enlarge_index(in_hw[axis], out_hw[axis])
+        if want is None:
+            return False
+        ramp = np.arange(in_hw[axis], dtype=np.int32)[:, None] if axis == 0 else \
+            np.arange(in_hw[axis], dtype=np.int32)[None, :]
+        img = Image.fromarray(np.ascontiguousarray(ramp), mode="I")
+        got = np.asarray(img.resize((1, out_hw[0]) if axis == 0 else (out_hw[1], 1), Image.NEAREST))
+        if not np.array_equal(got[:, 0] if axis == 0 else got[0], want):
+            return False
+    return True
+
+
 def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image. The reduction runs on the RGB
     image for three planes (Pillow's four-byte pixel loop shares the coefficients: one call instead of three),
     built from the planes by ``Image.merge`` without an interleaving copy in Python, else one plane at a time as a
     mode-L image (Pillow's 8-bit resampling is per channel with the same coefficients and rounding, so both equal
     the RGB image's result; the tests compare with Pillow on RGB images). The enlargement, a single tap per output
-    pixel, is OpenCV's exact nearest-neighbour resize of each reduced plane where it picks Pillow's source pixels,
-    else a gather with Pillow's indices (:func:`box_enlarge_index`)."""
+    pixel, is Pillow's NEAREST resize of the reduced RGB image where it picks the BOX filter's source pixels
+    (:func:`_pil_nearest_matches`), else OpenCV's exact nearest-neighbour resize of each reduced plane where that
+    does, else a gather with Pillow's indices (:func:`box_enlarge_index`)."""
     import cv2
     from PIL import Image
 
@@ -183,10 +203,17 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     def plane(i):
         enlarge(Image.fromarray(src[i]).resize((size[1], size[0]), Image.BOX), i)
 
+    pil_nearest = _pil_nearest_matches(size, (h, w))
+
     def rgb(j):
         planes = [Image.frombuffer("L", (w, h), src[j * 3 + k], "raw", "L", 0, 1) for k in range(3)]
-        for k, small in enumerate(Image.merge("RGB", planes).resize((size[1], size[0]), Image.BOX).split()):
-            enlarge(small, j * 3 + k)
+        small = Image.merge("RGB", planes).resize((size[1], size[0]), Image.BOX)
+        if pil_nearest:     # one RGB enlargement, then the planes out
+            for k, big in enumerate(small.resize((w, h), Image.NEAREST).split()):
+                dst[j * 3 + k] = np.asarray(big)
+            return
+        for k, plane_img in enumerate(small.split()):
+            enlarge(plane_img, j * 3 + k)
 
     if c == 3:
         for_each(n, rgb)

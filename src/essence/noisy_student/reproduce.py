@@ -28,6 +28,7 @@ import torch
 
 from essence.core import stats
 from essence.core.loop import Precision
+from essence.core.parallel import plan_workers, run_graph
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, resolve_device
@@ -35,6 +36,7 @@ from essence.noisy_student.config import PRESETS, NoisyStudentConfig
 from essence.noisy_student.data import SemiSupervisedData, load_data, ood_images
 from essence.noisy_student.evaluate import correct, relative_scores, robustness
 from essence.noisy_student.model import count_parameters
+from essence.noisy_student.pseudo import PseudoLabels
 from essence.noisy_student.train import make_pseudo_labels, train_generation
 
 __all__ = ["reproduce", "PLANS", "Plan", "decide_claims", "CLAIMS", "MARGINS"]
@@ -146,56 +148,55 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     run.record_precision(prec)
     report = Report(run, title="Noisy Student", preset=preset, paper=PAPER, method="noisy-student")
     t_start, c_start, load_start = time.time(), time.process_time(), _loadavg()
-    data = load_data(base.data)
-    data_ood = _with_ood(data, plan.ood, base.data.split_seed)
+    data, data_ood = _context(base, plan)
     y = data.test_y
 
     items: dict[str, list[np.ndarray]] = {}
     models: dict[str, dict[int, torch.nn.Module]] = {}
     info: dict[str, dict] = {}
 
-    def score(arm: str, seed: int, res) -> None:
-        c = correct(res.model, data.test_x, y, precision=prec, batch_size=base.eval.batch_size)
+    def score(arm: str, seed: int, out: dict) -> None:
+        c = out["correct"]
         items.setdefault(arm, []).append(c)
-        models.setdefault(arm, {})[seed] = res.model
-        rec = info.setdefault(arm, {"acc": [], "seconds": [], "cpu_seconds": [], "params": count_parameters(res.model),
+        models.setdefault(arm, {})[seed] = out["model"]
+        rec = info.setdefault(arm, {"acc": [], "seconds": [], "cpu_seconds": [], "params": out["params"],
                                     "pseudo": []})
         rec["acc"].append(float(c.mean()))
-        rec["seconds"].append(res.seconds)
-        rec["cpu_seconds"].append(res.cpu_seconds)
-        if res.pseudo:
-            rec["pseudo"].append(res.pseudo)
-        run.log(arm=arm, seed=seed, test_accuracy=float(c.mean()), seconds=res.seconds, cpu_seconds=res.cpu_seconds)
+        rec["seconds"].append(out["seconds"])
+        rec["cpu_seconds"].append(out["cpu_seconds"])
+        if out["pseudo"]:
+            rec["pseudo"].append(out["pseudo"])
+        run.log(arm=arm, seed=seed, test_accuracy=float(c.mean()), seconds=out["seconds"],
+                cpu_seconds=out["cpu_seconds"])
 
-    for seed in plan.seeds:
+    # every seed: teacher -> gen 1 -> gen 2; the ablation students start as soon as their seed's teacher is done
+    def after(name: str, out: dict) -> dict[str, tuple]:
+        arm, seed = name.rsplit("-s", 1)
+        seed = int(seed)
         cfg = base.with_overrides({"train.seed": seed})
+        if arm == "teacher":
+            more = {f"gen1-s{seed}": ("gen1", cfg, plan, out["p1"], str(dev))}
+            if seed in plan.ablation_seeds:
+                more.update({f"{a}-s{seed}": (a, cfg, plan, out["ood"].get(a, out["p1"]), str(dev)) for a in ARMS})
+            return more
+        if arm == "gen1":
+            return {f"gen2-s{seed}": ("gen2", cfg, plan, out["p2"], str(dev))}
+        return {}
 
-        def student(name: str, pseudo, gen: int = 1, _cfg=cfg, _seed=seed, **kw):
-            return train_generation(_cfg, data, gen, pseudo=pseudo, device=dev, seed=_seed, name=f"{name}-s{_seed}",
-                                    **kw)
-
-        teacher = train_generation(cfg, data, 0, device=dev, seed=seed, name=f"teacher-s{seed}")
-        score("teacher", seed, teacher)
-        p1 = make_pseudo_labels(teacher.model, data, cfg, 1, precision=prec, device=dev)
-        g1 = student("gen1", p1)
-        score("gen1", seed, g1)
-        p2 = make_pseudo_labels(g1.model, data, cfg, 2, precision=prec, device=dev)
-        g2 = student("gen2", p2, gen=2)
-        score("gen2", seed, g2)
+    n_jobs = len(plan.seeds) * 3 + len(set(plan.ablation_seeds) & set(plan.seeds)) * len(ARMS)
+    workers = plan_workers(n_jobs, dev)
+    outs = run_graph(_generation_job, {f"teacher-s{seed}": ("teacher", base.with_overrides({"train.seed": seed}),
+                                                            plan, None, str(dev)) for seed in plan.seeds},
+                     workers=workers, after=after, total=n_jobs, desc="noisy-student runs")
+    for seed in plan.seeds:         # the report's order: teacher, gen1, gen2, then the ablations, seed by seed
+        for arm in ("teacher", "gen1", "gen2"):
+            score(arm, seed, outs[f"{arm}-s{seed}"])
         if seed not in plan.ablation_seeds:
             continue
-        score("teacher_abl", seed, teacher)
-        score("gen1_abl", seed, g1)
-        score("no_noise", seed, student("no_noise", p1, noise=cfg.noise.off()))
-        score("no_input_noise", seed, student("no_input_noise", p1, noise=cfg.noise.replace(randaug=False)))
-        score("no_model_noise", seed, student("no_model_noise", p1,
-                                              noise=cfg.noise.replace(dropout=0.0, stochastic_depth=0.0)))
-        score("small_student", seed, student("small_student", p1, width=0.5))
-        for kind in ("soft", "hard"):
-            c_k = cfg.with_overrides({"pseudo.label_type": kind})
-            pk = make_pseudo_labels(teacher.model, data_ood, c_k, 1, precision=prec, device=dev)
-            res = train_generation(c_k, data_ood, 1, pseudo=pk, device=dev, seed=seed, name=f"{kind}_ood-s{seed}")
-            score(f"{kind}_ood", seed, res)
+        score("teacher_abl", seed, outs[f"teacher-s{seed}"])
+        score("gen1_abl", seed, outs[f"gen1-s{seed}"])
+        for arm in ARMS:
+            score(arm, seed, outs[f"{arm}-s{seed}"])
 
     # ---- robustness of every generation (same corrupted images for every model)
     robust = None
@@ -219,12 +220,71 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
                 rel.setdefault(a, []).append(row)
     wall = time.time() - t_start
     timing = {"wall_s": wall, "cpu_s": time.process_time() - c_start, "load_start": load_start,
-              "load_end": _loadavg(), "threads": torch.get_num_threads()}
+              "load_end": _loadavg(), "threads": torch.get_num_threads(), "workers": workers}
 
     mats = {k: np.stack(v) for k, v in items.items()}
     decisions = decide_claims(mats, robust)
     _write(report, base, plan, data, data_ood, mats, info, decisions, rel, timing)
     return report
+
+
+_CONTEXT: dict[str, tuple] = {}
+
+
+def _context(base: NoisyStudentConfig, plan: Plan) -> tuple[SemiSupervisedData, SemiSupervisedData]:
+    """This process's data: the semi-supervised split and the same with the out-of-domain images mixed into the
+    unlabeled set (built once per process)."""
+    key = repr((base.data, plan.ood))
+    if key not in _CONTEXT:
+        data = load_data(base.data)
+        _CONTEXT.clear()
+        _CONTEXT[key] = (data, _with_ood(data, plan.ood, base.data.split_seed))
+    return _CONTEXT[key]
+
+
+def _generation_job(arm: str, cfg: NoisyStudentConfig, plan: Plan, pseudo: PseudoLabels | None,
+                    device: str) -> dict:
+    """Train one network of the reproduction and score it (a job of :func:`essence.core.parallel.run_graph`: it
+    runs in a worker process or in the caller's). ``arm``: ``teacher``, ``gen1``, ``gen2`` or one of
+    :data:`ARMS`; ``pseudo``: its pseudo labels (None for the teacher). A teacher also returns the gen-1 pseudo
+    labels (and, on an ablation seed, those of the soft / hard out-of-domain arms); gen 1 returns gen 2's."""
+    data, data_ood = _context(cfg, plan)
+    dev = torch.device(device)
+    prec = Precision(cfg.train.precision, dev)
+    seed = cfg.train.seed
+    kw: dict = {}
+    gen, train_cfg, train_data = 1, cfg, data
+    if arm == "teacher":
+        gen = 0
+    elif arm == "gen2":
+        gen = 2
+    elif arm == "no_noise":
+        kw["noise"] = cfg.noise.off()
+    elif arm == "no_input_noise":
+        kw["noise"] = cfg.noise.replace(randaug=False)
+    elif arm == "no_model_noise":
+        kw["noise"] = cfg.noise.replace(dropout=0.0, stochastic_depth=0.0)
+    elif arm == "small_student":
+        kw["width"] = 0.5
+    elif arm in ("soft_ood", "hard_ood"):
+        train_cfg, train_data = cfg.with_overrides({"pseudo.label_type": arm.split("_")[0]}), data_ood
+    res = train_generation(train_cfg, train_data, gen, pseudo=pseudo, device=dev, seed=seed, name=f"{arm}-s{seed}",
+                           **kw)
+    out = {"model": res.model, "correct": correct(res.model, data.test_x, data.test_y, precision=prec,
+                                                        batch_size=cfg.eval.batch_size),
+           "seconds": res.seconds, "cpu_seconds": res.cpu_seconds, "params": count_parameters(res.model),
+           "pseudo": res.pseudo}
+    if arm == "teacher":
+        out["p1"] = make_pseudo_labels(res.model, data, cfg, 1, precision=prec, device=dev)
+        out["ood"] = {}
+        if seed in plan.ablation_seeds:
+            for kind in ("soft", "hard"):
+                c_k = cfg.with_overrides({"pseudo.label_type": kind})
+                out["ood"][f"{kind}_ood"] = make_pseudo_labels(res.model, data_ood, c_k, 1, precision=prec,
+                                                                device=dev)
+    elif arm == "gen1":
+        out["p2"] = make_pseudo_labels(res.model, data, cfg, 2, precision=prec, device=dev)
+    return out
 
 
 def _loadavg() -> float | None:
@@ -263,9 +323,13 @@ def _write(report: Report, cfg: NoisyStudentConfig, plan: Plan, data, data_ood, 
         f"{cfg.pseudo.label_type} (T={cfg.pseudo.temperature:g}), confidence threshold {cfg.pseudo.threshold}, "
         f"class balancing {'on' if cfg.pseudo.balance else 'off'}. Seeds: {list(plan.seeds)} for teacher -> gen 1 "
         f"-> gen 2, {list(plan.ablation_seeds)} for the ablations. Intervals: 95%, bootstrap over test images and "
-        f"seeds. Total wall time of the experiment: {wall:.0f} s; process CPU time {timing['cpu_s']:.0f} s on "
-        f"{timing['threads']} threads (load average {timing['load_start']} at the start, {timing['load_end']} at the "
-        "end: on a shared machine the wall time is inflated, the CPU time is not).")
+        f"seeds. Total wall time of the experiment: {wall:.0f} s"
+        + (f", with the {sum(len(r['acc']) for a, r in info.items() if not a.endswith('_abl'))} training runs "
+           f"{timing['workers']} at a time in worker processes that share the cores (per-run CPU seconds are in the "
+           f"table)" if timing.get("workers", 1) > 1 else
+           f"; process CPU time {timing['cpu_s']:.0f} s on {timing['threads']} threads") +
+        f" (load average {timing['load_start']} at the start, {timing['load_end']} at the end: on a shared machine "
+        "the wall time is inflated, the CPU time is not).")
     report.section("Accuracy per arm")
     rows = []
     for arm, mat in mats.items():
