@@ -83,3 +83,18 @@ def test_run_graph_queues_the_jobs_a_result_unlocks(workers):
 def test_run_graph_refuses_a_name_queued_twice():
     with pytest.raises(ValueError, match="queued twice"):
         run_graph(operator.mul, {"t": (1, 1), "s1": (1, 1)}, after=_unlock)
+
+
+def test_per_process_builds_once_per_key():
+    from essence.core.parallel import per_process
+
+    calls = []
+
+    def build(v):
+        calls.append(v)
+        return v * 10
+
+    assert per_process("test-ns", ("a", 1), lambda: build(1)) == 10
+    assert per_process("test-ns", ("a", 1), lambda: build(2)) == 10      # cached: not rebuilt
+    assert per_process("test-ns", ("a", 2), lambda: build(3)) == 30      # a new key replaces it
+    assert calls == [1, 3]

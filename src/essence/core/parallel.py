@@ -19,18 +19,19 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from essence.core.progress import ProgressBar
 from essence.core.runtime import available_cores
 
-__all__ = ["plan_workers", "map_runs", "run_graph", "WORKERS_ENV", "WORKER_THREADS_ENV", "MAX_WORKERS"]
+__all__ = ["plan_workers", "map_runs", "run_graph", "per_process", "WORKERS_ENV", "WORKER_THREADS_ENV", "MAX_WORKERS"]
 
 WORKERS_ENV = "ESSENCE_WORKERS"
 WORKER_THREADS_ENV = "ESSENCE_WORKER_THREADS"   # set inside a worker: default_num_threads() returns it
 MAX_WORKERS = 8                                  # each worker holds its own copy of the data and feature networks
+T = TypeVar("T")
 
 
 def plan_workers(n_runs: int, device: torch.device | str, requested: int | None = None) -> int:
@@ -52,6 +53,21 @@ def plan_workers(n_runs: int, device: torch.device | str, requested: int | None 
             or os.environ.get(WORKER_THREADS_ENV)):
         return 1
     return max(1, min(n_runs, available_cores(), MAX_WORKERS))
+
+
+_PER_PROCESS: dict[str, tuple[str, Any]] = {}
+
+
+def per_process(namespace: str, key: object, build: Callable[[], T]) -> T:
+    """``build()`` once per process and ``key``: what every run of a reproduction shares (its images, feature
+    networks), built by the first run a worker gets and reused by the next ones. One value is kept per
+    ``namespace``: a new key replaces the old value."""
+    token = repr(key)
+    hit = _PER_PROCESS.get(namespace)
+    if hit is None or hit[0] != token:
+        _PER_PROCESS.pop(namespace, None)
+        _PER_PROCESS[namespace] = (token, build())
+    return _PER_PROCESS[namespace][1]
 
 
 def _init_worker(threads: int) -> None:

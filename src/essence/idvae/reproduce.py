@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from essence.core.loop import Precision
-from essence.core.parallel import map_runs, plan_workers
+from essence.core.parallel import map_runs, per_process, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -202,22 +202,18 @@ def _kendall(results: dict[str, SeedResults], experts: tuple[str, ...]) -> tuple
     return rows, taus
 
 
-_CONTEXT: dict[str, tuple] = {}
-
-
 def _context(base: IDVAEConfig, names: tuple[str, ...], device: str) -> tuple:
     """This process's images, classifier and feature networks (built once per process and reused by its runs;
     the classifier is trained once and cached on disk, so workers load it)."""
-    key = repr((base.data, base.eval, names, device))
-    if key not in _CONTEXT:
+    def build() -> tuple:
         dev = torch.device(device)
         train_x, train_y = load_images(base.data, "train")
         test_x, test_y = load_images(base.data, "test")
         classifier, clf_acc = get_classifier(base.data, base.eval, device=dev)
         experts = build_experts(names, data=base.data, cfg=base.eval, device=dev, classifier=classifier)
-        _CONTEXT.clear()
-        _CONTEXT[key] = (train_x, train_y, test_x, test_y, classifier, clf_acc, experts)
-    return _CONTEXT[key]
+        return train_x, train_y, test_x, test_y, classifier, clf_acc, experts
+
+    return per_process("idvae", (base.data, base.eval, names, device), build)
 
 
 def _train_and_evaluate(cfg: IDVAEConfig, context_names: tuple[str, ...], names: tuple[str, ...], run_dir: str,

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from essence.core.loop import Precision
-from essence.core.parallel import map_runs, plan_workers
+from essence.core.parallel import map_runs, per_process, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -216,20 +216,16 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto",
     return report
 
 
-_CONTEXT: dict[str, tuple] = {}
-
-
 def _context(base: MoCoConfig) -> tuple:
     """This process's images: training set, kNN bank / probe set with labels, test set, BN-recalibration subset
     (loaded once per process and reused by its runs)."""
-    key = repr((base.data, base.eval))
-    if key not in _CONTEXT:
+    def build() -> tuple:
         train_x, _ = load_images(base.data, "train")
         bank_x, bank_y = load_images(base.data, "train", limit=base.eval.knn_bank or None)
         test_x, test_y = load_images(base.data, "test")
-        _CONTEXT.clear()
-        _CONTEXT[key] = (train_x, bank_x, bank_y, test_x, test_y, bn_subset(bank_x, base.eval))
-    return _CONTEXT[key]
+        return train_x, bank_x, bank_y, test_x, test_y, bn_subset(bank_x, base.eval)
+
+    return per_process("moco", (base.data, base.eval), build)
 
 
 def _score(model, cfg: MoCoConfig, bank_x, bank_y, test_x, test_y, bn_x, dev, seed: int) -> dict:

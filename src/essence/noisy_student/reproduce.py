@@ -28,7 +28,7 @@ import torch
 
 from essence.core import stats
 from essence.core.loop import Precision
-from essence.core.parallel import plan_workers, run_graph
+from essence.core.parallel import per_process, plan_workers, run_graph
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, resolve_device
@@ -228,18 +228,14 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     return report
 
 
-_CONTEXT: dict[str, tuple] = {}
-
-
 def _context(base: NoisyStudentConfig, plan: Plan) -> tuple[SemiSupervisedData, SemiSupervisedData]:
     """This process's data: the semi-supervised split and the same with the out-of-domain images mixed into the
     unlabeled set (built once per process)."""
-    key = repr((base.data, plan.ood))
-    if key not in _CONTEXT:
+    def build() -> tuple[SemiSupervisedData, SemiSupervisedData]:
         data = load_data(base.data)
-        _CONTEXT.clear()
-        _CONTEXT[key] = (data, _with_ood(data, plan.ood, base.data.split_seed))
-    return _CONTEXT[key]
+        return data, _with_ood(data, plan.ood, base.data.split_seed)
+
+    return per_process("noisy-student", (base.data, plan.ood), build)
 
 
 def _generation_job(arm: str, cfg: NoisyStudentConfig, plan: Plan, pseudo: PseudoLabels | None,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from essence.core.parallel import map_runs, plan_workers
+from essence.core.parallel import map_runs, per_process, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import resolve_device
@@ -324,9 +324,6 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     return report
 
 
-_CONTEXT: dict[str, tuple] = {}
-
-
 def _context(base: StyleGAN2Config, plan: Plan, device: str) -> tuple:
     """This process's feature network, real test images and their features / k-NN radii, and the training
     images (built once per process; the classifier is trained once and cached on disk)."""
@@ -334,16 +331,16 @@ def _context(base: StyleGAN2Config, plan: Plan, device: str) -> tuple:
     from essence.stylegan2.data import load_fashion_mnist32
     from essence.stylegan2.evaluate import classifier_features_net, features_of
 
-    key = repr((base.data, base.eval.classifier_epochs, base.eval.pr_k, plan.n_real, device))
-    if key not in _CONTEXT:
+    def build() -> tuple:
         dev = torch.device(device)
         net, cls_acc = classifier_features_net(base.eval.classifier_epochs, dev)
         real = load_fashion_mnist32("test", base.data.path)[:plan.n_real]
         real_feats = features_of(net, real, device=dev)
         train_x = load_fashion_mnist32("train", base.data.path, base.data.limit)
-        _CONTEXT.clear()
-        _CONTEXT[key] = (net, cls_acc, real, real_feats, knn_radii(real_feats, base.eval.pr_k), train_x)
-    return _CONTEXT[key]
+        return net, cls_acc, real, real_feats, knn_radii(real_feats, base.eval.pr_k), train_x
+
+    return per_process("stylegan2", (base.data, base.eval.classifier_epochs, base.eval.pr_k, plan.n_real, device),
+                       build)
 
 
 def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, run_dir: str, device: str,
