@@ -2,8 +2,9 @@
 
 A reproduction trains many small, independent runs (arms x seeds). Small networks do not scale to a second
 thread: on a 2-core Xeon an IDVAE training step takes 93 ms on two threads and 128 ms on one, so two one-thread
-processes finish 1.45x more runs per hour than one two-thread process (StyleGAN2's standard step: 1.24x). On a
-GPU, or under ``torchrun``, the runs stay in this process, one after another.
+processes finish 1.45x more runs per hour than one two-thread process (measured in the standard runs: MoCo
+1.23x; StyleGAN2 only 1.06x, its one-thread step slowing from 0.75 to 0.875 s beside a second run). On a GPU, or
+under ``torchrun``, the runs stay in this process, one after another.
 
 Every run is seeded by its own config, so its numbers do not depend on which worker ran it or in what order
 (only on the thread count, at the level of float rounding). Workers are started with ``spawn`` (a forked child of
