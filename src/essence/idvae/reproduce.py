@@ -216,10 +216,11 @@ def _context(base: IDVAEConfig, names: tuple[str, ...], device: str) -> tuple:
     return per_process("idvae", (base.data, base.eval, names, device), build)
 
 
-def _train_and_evaluate(cfg: IDVAEConfig, context_names: tuple[str, ...], names: tuple[str, ...], run_dir: str,
-                        preset: str, plan: Plan, real_feats: dict[str, torch.Tensor], device: str, keep: bool) -> dict:
-    """One arm x seed: train, then score under the feature networks ``names`` against the test features
-    ``real_feats`` (one job of the reproduction; it runs in a worker process or in the caller's)."""
+def _train_and_evaluate(cfg: IDVAEConfig, context_names: tuple[str, ...], run_dir: str, preset: str, plan: Plan,
+                        real_feats: dict[str, torch.Tensor], device: str, keep: bool) -> dict:
+    """One arm x seed: train, then score under the feature networks of ``real_feats`` against those test
+    features (one job of the reproduction; it runs in a worker process or in the caller's)."""
+    names = tuple(real_feats)
     train_x, train_y, test_x, test_y, classifier, _, experts = _context(cfg, context_names, device)
     dev = torch.device(device)
 
@@ -273,7 +274,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
             if plan.monitor_every and seed == plan.seeds[0] and arm in MAIN and "classifier" in experts:
                 cfg = cfg.with_overrides({"train.eval_every": plan.monitor_every})
             feats = real_feats if arm in MAIN else {k: v for k, v in real_feats.items() if k != "inception"}
-            jobs.append((cfg, names, tuple(feats), str(run.dir / "runs" / f"{arm}-s{seed}"), preset, plan, feats,
+            jobs.append((cfg, names, str(run.dir / "runs" / f"{arm}-s{seed}"), preset, plan, feats,
                          str(dev), seed == plan.seeds[0]))
             labels.append(f"{arm}-s{seed}")
             job_arms.append(arm)
