@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from essence.core.report import VERDICTS
 from essence.core.stats import NOT_REPRODUCED, REPRODUCED, combine
-from essence.stylegan2.reproduce import decide_claims, demodulation_statistics
+from essence.stylegan2.reproduce import decide_claims, demodulation_statistics, fid_difference
 
 
 def _numbers(sign: float) -> dict:
@@ -26,10 +27,10 @@ def _numbers(sign: float) -> dict:
         "s_norm": s_norm, "plain_std": sign * s_norm + rng.normal(0, 0.01, 40),
         "r1_lazy_s": np.array([0.10, 0.11, 0.12, 0.10, 0.11]) * (1 if sign > 0 else 3),
         "r1_every_s": np.array([0.21, 0.22, 0.23, 0.21, 0.22]),
-        # the non-lazy arm on 3 seeds: lazy FID equal (sign +1) or 50% worse (-1); lazy training faster / slower
-        "fid_lazy": [50.0, 61.0, 55.5] if sign > 0 else [75.0, 90.0, 82.0], "fid_every": [50.5, 60.0, 55.0],
-        "train_s_lazy": [100.0, 101.0, 99.0] if sign > 0 else [300.0, 301.0, 299.0],
-        "train_s_every": [200.0, 203.0, 198.0],
+        # the non-lazy arm on 2 seeds, features of the same z: lazy FID equal (sign +1) or 2.5x (-1)
+        "fid_real": torch.from_numpy(rng.normal(0, 1, (600, 8))),
+        "fid_pairs": [(torch.from_numpy(rng.normal(3 if sign > 0 else 4.5, 1, (400, 8))),
+                       torch.from_numpy(rng.normal(3, 1, (400, 8)))) for _ in range(2)],
         "ppl_log_pl": base_ppl - sign, "ppl_log_nopl": base_ppl + rng.normal(0, 0.01, (2, 300)),
         "jcv_pl": [0.2 - 0.1 * sign, 0.21 - 0.1 * sign], "jcv_nopl": [0.2, 0.21],
         "prec_items": {1.0: p_hi, 0.7: p_hi, 0.5: p_lo}, "rec_items": {1.0: r_hi, 0.7: r_hi, 0.5: r_lo},
@@ -53,6 +54,19 @@ def test_small_samples_are_inconclusive():
     assert decide_claims(m)["b"][0].verdict == "inconclusive"
 
 
+def test_fid_difference_is_paired_and_antisymmetric():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 4, generator=g)
+    a, b = torch.randn(200, 4, generator=g) + 1, torch.randn(200, 4, generator=g) + 2
+    same = fid_difference(real, [(a, a.clone())], n_resamples=50)
+    assert same.value == same.low == same.high == 0.0          # the same images in both arms: no difference
+    ab, ba = fid_difference(real, [(a, b)], n_resamples=100), fid_difference(real, [(b, a)], n_resamples=100)
+    assert ab.value < 0 and ab.high < 0 and ab.value == pytest.approx(-ba.value)
+    assert ab.low <= ab.value <= ab.high and "one seed" in ab.method
+    with pytest.raises(ValueError, match="same z"):
+        fid_difference(real, [(a, b[:100])])
+
+
 def test_demodulation_statistics_claim_a_without_training():
     stats = demodulation_statistics(30, channels=32)
     assert stats["demod_deviation"].mean() < 0.1
@@ -70,8 +84,8 @@ def test_reproduce_tiny_writes_report(tmp_path):
     text = report.write().read_text()
     assert len(report.claims) == 6 and all(c.verdict in VERDICTS for c in report.claims)
     assert "Scaled down" in text and "95% CI" in text
-    for fig in ("truncation_sweep", "style_mixing", "fid_curve"):
+    for fig in ("truncation_sweep", "style_mixing", "fid_curve", "droplets"):
         assert (run.figures_dir / f"{fig}.png").exists()
     summary = json.loads((run.dir / "summary.json").read_text())
     assert {"pl", "nopl", "adain", "r1every"} <= set(summary["arms"]) and summary["arms"]["r1every"]
-    assert "R1 every minibatch" in text
+    assert "R1 on every minibatch" in text

@@ -8,7 +8,9 @@ Claims (Karras et al. 2019; the card's section 7 plan):
     not decided.
 (b) lazy R1 (every 16 minibatches) costs less D time than R1 on every minibatch (section 2.5), for the same FID
     where the plan trains the non-lazy arm (``r1_every`` seeds of the PL arm retrained with R1 on every
-    minibatch: FID(lazy) - FID(every) below 10% of FID(every), and less training time, paired over seeds).
+    minibatch for ``ablation_steps`` iterations: FID(lazy) - FID(every) at that iteration, on the same z, below
+    10% of FID(every); bootstrap over images, and seeds where there are several). The time half is decided by
+    the alternating timing blocks; the two arms' training seconds per iteration are reported beside it.
 (c) path-length regularisation lowers PPL and the spread of |J_w^T y| (section 2.6).
 (d) lower truncation psi raises precision and lowers recall (Kynkäänniemi et al. metrics, section 2.7).
 (e) projection into W separates generated from real images (AUC > 0.5), less so without path length (section 5).
@@ -66,6 +68,8 @@ class Plan:
     proj_steps: int = 60             # projector steps
     r1_every: int = 0                # claim (b): seeds of the PL arm also trained with R1 every minibatch
     curve_n: int = 0                 # generated images per FID-curve point (0 = n_gen); the final FID uses n_gen
+    ablation_steps: int = 0          # iterations of the adain / r1every arms (0 = steps); a FID-curve point of
+                                     # the PL arm, where claim (b) compares lazy and non-lazy R1
 
 
 PLANS = {
@@ -76,7 +80,7 @@ PLANS = {
     "standard": Plan(steps=1000, seeds=(0, 1), evals=6, n_gen=10000, n_real=10000, ppl_samples=1000,
                      demod_trials=500, r1_blocks=5, adain=False, proj_n=32, proj_steps=60, curve_n=2000),
     "paper": Plan(steps=781250, seeds=(0, 1, 2), evals=10, n_gen=50000, n_real=10000, ppl_samples=50000,
-                  demod_trials=1000, r1_blocks=20, adain=True, proj_n=100, proj_steps=1000),
+                  demod_trials=1000, r1_blocks=20, adain=True, proj_n=100, proj_steps=1000, r1_every=2),
 }
 
 
@@ -192,6 +196,37 @@ def auc_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nda
                     "bootstrap over real and generated images", "images")
 
 
+def fid_difference(real: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], *, seed: int = 0,
+                   n_resamples: int = 500) -> Estimate:
+    """Mean over seeds of FID(a) - FID(b), where ``pairs[s] = (features_a, features_b)`` are two networks'
+    features of images generated from the same z (row i of both from latent i). Bootstrap: seeds, the shared z
+    (the same rows for both arms) and the real images are resampled in every draw. With one seed the interval
+    covers image sampling only, not the spread between training runs."""
+    from essence.metrics.fid import feature_statistics, frechet_distance
+
+    if not pairs:
+        raise ValueError("fid_difference needs at least one (a, b) pair of feature sets")
+    for a, b in pairs:
+        if a.shape != b.shape:
+            raise ValueError(f"paired feature sets need the same z: got {tuple(a.shape)} and {tuple(b.shape)}")
+    real, pairs = real.double(), [(a.double(), b.double()) for a, b in pairs]
+
+    def diff(real_idx, seed_idx, gen_idx) -> float:
+        r = feature_statistics(real[real_idx])
+        return float(np.mean([frechet_distance(*r, *feature_statistics(pairs[s][0][gen_idx]))
+                              - frechet_distance(*r, *feature_statistics(pairs[s][1][gen_idx])) for s in seed_idx]))
+
+    rng = np.random.default_rng(seed)
+    n_real, n_gen, n_seeds = real.shape[0], pairs[0][0].shape[0], len(pairs)
+    value = diff(slice(None), range(n_seeds), slice(None))
+    boots = [diff(torch.from_numpy(rng.integers(0, n_real, n_real)), rng.integers(0, n_seeds, n_seeds),
+                  torch.from_numpy(rng.integers(0, n_gen, n_gen))) for _ in range(n_resamples)]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    over = "seeds, generated images (same z) and real images" if n_seeds > 1 else \
+        "generated images (same z) and real images; one seed"
+    return Estimate(value, float(lo), float(hi), n_gen, f"bootstrap over {over}", "generated images")
+
+
 # -------------------------------------------------------------------------------------- verdict logic
 def decide_claims(m: dict) -> dict[str, list[Decision]]:
     """The decisions of every claim from the measured numbers (keys below; a claim is skipped when its inputs
@@ -199,7 +234,7 @@ def decide_claims(m: dict) -> dict[str, list[Decision]]:
 
     - ``demod_deviation`` (trials,), ``plain_std`` (trials,), ``s_norm`` (trials,)             -> (a)
     - ``r1_lazy_s`` (blocks,), ``r1_every_s`` (blocks,)                                        -> (b)
-    - ``fid_lazy`` / ``fid_every``, ``train_s_lazy`` / ``train_s_every`` (seeds,), same seeds   -> (b)
+    - ``fid_real`` (n_real, d) and ``fid_pairs`` [(lazy, every) generated features per seed, same z] -> (b)
     - ``ppl_log_pl`` / ``ppl_log_nopl`` (seeds, items), ``jcv_pl`` / ``jcv_nopl`` (seeds,)     -> (c)
     - ``prec_items`` {psi: (seeds, n_gen)}, ``rec_items`` {psi: (seeds, n_real)}              -> (d)
     - ``proj_pl`` / ``proj_nopl``: (real distances, generated distances)                       -> (e)
@@ -213,12 +248,12 @@ def decide_claims(m: dict) -> dict[str, list[Decision]]:
     if "r1_lazy_s" in m:
         out["b"] = [decide(paired_difference(m["r1_lazy_s"], m["r1_every_s"], unit="timing blocks"),
                            direction="less")]
-        if "fid_every" in m:
-            margin = FID_MARGIN * float(np.mean(m["fid_every"]))
-            out["b"] += [decide(paired_difference(m["fid_lazy"], m["fid_every"], unit="seeds"), direction="less",
-                                margin=margin),
-                         decide(paired_difference(m["train_s_lazy"], m["train_s_every"], unit="seeds"),
-                                direction="less")]
+        if "fid_pairs" in m:   # "for the same FID": lazy at most FID_MARGIN above the non-lazy arm
+            from essence.stylegan2.evaluate import fid_from_features
+
+            fid_every = np.mean([fid_from_features(m["fid_real"], every) for _, every in m["fid_pairs"]])
+            out["b"].append(decide(fid_difference(m["fid_real"], m["fid_pairs"]), direction="less",
+                                   margin=FID_MARGIN * float(fid_every)))
     if "ppl_log_pl" in m:
         dec = [decide(hierarchical_difference(m["ppl_log_pl"], m["ppl_log_nopl"], unit="latent pairs"),
                       direction="less")]
@@ -272,16 +307,23 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     m["r1_lazy_s"], m["r1_every_s"] = r1["lazy"], r1["every"]
 
     # the feature network (trained once and cached on disk, so worker processes load it) and the real features
-    _, cls_acc, real, _, _, _ = _context(base, plan, str(dev))
+    _, cls_acc, real, real_feats, _, _ = _context(base, plan, str(dev))
     psis = (1.0, 0.7, 0.5)
+    # the ablation arms train ablation_steps iterations; claim (b) compares them with the PL arm's curve there
+    short = min(plan.ablation_steps or steps, steps)
+    if short % every:
+        raise ValueError(f"the ablation arms' {short} iterations must be a multiple of the FID-curve spacing "
+                         f"{every} (steps {steps}, {plan.evals} curve points)")
     jobs, labels = [], []
     for arm, changes in (("pl", {}), ("nopl", {"loss.pl_weight": 0.0}),
-                         ("adain", {"model.style_block": "adain"}), ("r1every", {"loss.r1_interval": 1})):
+                         ("adain", {"model.style_block": "adain", "train.max_steps": short}),
+                         ("r1every", {"loss.r1_interval": 1, "train.max_steps": short})):
         seeds = {"adain": plan.seeds[:1] if plan.adain else (), "r1every": plan.seeds[:plan.r1_every]}.get(
             arm, plan.seeds)
         for seed in seeds:
             cfg = base.with_overrides({**changes, "train.seed": seed})
-            jobs.append((cfg, arm, plan, preset, str(run.dir / "runs" / f"{arm}_seed{seed}"), str(dev), psis))
+            jobs.append((cfg, arm, plan, preset, str(run.dir / "runs" / f"{arm}_seed{seed}"), str(dev), psis,
+                         short))
             labels.append(f"{arm}_seed{seed}")
     workers = plan_workers(len(jobs), dev)
     outs = map_runs(_train_and_score, jobs, workers=workers, names=labels, desc="stylegan2 runs")
@@ -311,13 +353,16 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     m["prec_items"] = {p: np.stack(v) for p, v in prec_items.items()}
     m["rec_items"] = {p: np.stack(v) for p, v in rec_items.items()}
     m["curve_steps"], m["curve_fid"] = curve_steps, curve_fid
-    if arms["r1every"]:   # the same seeds of the PL arm, lazy vs every minibatch
-        lazy = {r["seed"]: r for r in arms["pl"]}
-        every = arms["r1every"]
-        m["fid_lazy"] = [lazy[r["seed"]]["fid"] for r in every]
-        m["fid_every"] = [r["fid"] for r in every]
-        m["train_s_lazy"] = [lazy[r["seed"]]["seconds"] for r in every]
-        m["train_s_every"] = [r["seconds"] for r in every]
+    if arms["r1every"]:   # the same seeds of the PL arm, lazy vs every minibatch, at the same iteration
+        lazy = {o["rec"]["seed"]: o for (_, arm, *_), o in zip(jobs, outs) if arm == "pl"}
+        every = [o for (_, arm, *_), o in zip(jobs, outs) if arm == "r1every"]
+        m["fid_real"] = real_feats
+        m["fid_pairs"] = [(lazy[o["rec"]["seed"]]["compare_feats"], o["compare_feats"]) for o in every]
+        m["r1_compare"] = {"step": short, "seeds": [o["rec"]["seed"] for o in every],
+                           "fid_lazy": [lazy[o["rec"]["seed"]]["rec"]["compare_fid"] for o in every],
+                           "fid_every": [o["rec"]["compare_fid"] for o in every],
+                           "s_per_it_lazy": [lazy[o["rec"]["seed"]]["rec"]["train_s_per_it"] for o in every],
+                           "s_per_it_every": [o["rec"]["train_s_per_it"] for o in every]}
     decisions = decide_claims(m)
     wall = time.time() - t_start
     _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, workers)
@@ -344,10 +389,11 @@ def _context(base: StyleGAN2Config, plan: Plan, device: str) -> tuple:
 
 
 def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, run_dir: str, device: str,
-                     psis: tuple[float, ...]) -> dict:
+                     psis: tuple[float, ...], compare_step: int) -> dict:
     """One arm x seed: train (with the FID curve), then the arm's metrics (one job of the reproduction; it runs
     in a worker process or in the caller's). Returns the record, the per-image precision / recall memberships
-    (PL arm), the projection distances (first seed) and the first PL seed's G_ema weights for the figures."""
+    (PL arm), the projection distances (first seed), the first PL seed's G_ema weights for the figures, and the
+    generated images' features at ``compare_step`` (PL and r1every arms: claim (b) compares the two there)."""
     from essence.metrics.precision_recall import knn_radii, manifold_membership
     from essence.stylegan2.data import to_signed
     from essence.stylegan2.evaluate import (
@@ -366,12 +412,19 @@ def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, ru
     ecfg = cfg.eval.replace(n_gen=plan.n_gen, n_real=plan.n_real, ppl_samples=plan.ppl_samples)
     seed = cfg.train.seed
 
-    def fid_of(G, n):
+    def generated_features(G, n):   # the same z (seed 12345) at every curve point and in every arm
         fake = generate_images(G, n, seed=12345, device=dev, batch=ecfg.batch_size)
-        return fid_from_features(real_feats, features_of(net, fake, device=dev))
+        return features_of(net, fake, device=dev)
 
-    def fid_monitor(G, step):   # the curve (claim f): fewer images per point, the same z at every point
-        return {"fid": fid_of(G, plan.curve_n or ecfg.n_gen)}
+    compare: dict = {}
+    peaks: list[tuple[int, dict[int, float]]] = []
+
+    def fid_monitor(G, step):   # the curve (claim f, fewer images per point) and the droplet measure
+        feats = generated_features(G, plan.curve_n or ecfg.n_gen)
+        if step == compare_step and arm in ("pl", "r1every"):
+            compare["feats"] = feats
+        peaks.append((step, peak_to_std(G, device=dev)))
+        return {"fid": fid_from_features(real_feats, feats)}
 
     sub = Run(run_dir, method="stylegan2", preset=preset)
     G0 = build_networks(cfg)[2].to(dev)
@@ -379,10 +432,15 @@ def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, ru
     res = train(cfg, sub, device=dev, images=train_x, eval_fn=fid_monitor, progress=False)
     G = res.G_ema
     curve = [(0, fid0)] + [(h["step"], h["fid"]) for h in res.history if "fid" in h]
-    rec = {"seed": seed, "seconds": res.seconds, "images_per_s": res.images_per_s, "curve": curve,
-           "phase_seconds": res.phase_seconds, "peak_to_std": peak_to_std(G, device=dev)}
-    rec["fid"] = curve[-1][1] if not plan.curve_n else fid_of(G, ecfg.n_gen)
+    rec = {"seed": seed, "steps": res.step, "seconds": res.seconds, "images_per_s": res.images_per_s,
+           "curve": curve, "phase_seconds": res.phase_seconds, "peak_to_std": peaks[-1][1], "peak_curve": peaks,
+           "train_s_per_it": sum(res.phase_seconds.values()) / max(res.step, 1)}
+    rec["fid"] = curve[-1][1] if not plan.curve_n else fid_from_features(real_feats,
+                                                                          generated_features(G, ecfg.n_gen))
     out: dict = {"rec": rec, "G_ema": None}
+    if "feats" in compare:
+        out["compare_feats"] = compare["feats"]
+        rec["compare_fid"] = dict(curve)[compare_step]
     if arm in ("pl", "nopl"):
         d = ppl_w(G, net, plan.ppl_samples, epsilon=ecfg.ppl_epsilon, seed=777, device=dev)
         lengths = jacobian_lengths(G, min(512, plan.ppl_samples), seed=778, device=dev)
@@ -447,18 +505,21 @@ def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, w
     # (b)
     lz, ev = m["r1_lazy_s"], m["r1_every_s"]
     same_fid = ""
-    if "fid_every" in m:
-        same_fid = (f"; trained with R1 every minibatch (seeds {[r['seed'] for r in arms['r1every']]}): FID lazy "
-                    f"{', '.join(f'{f:.1f}' for f in m['fid_lazy'])} vs every "
-                    f"{', '.join(f'{f:.1f}' for f in m['fid_every'])} (margin +{FID_MARGIN:.0%} of the non-lazy "
-                    f"FID), training seconds lazy {', '.join(f'{t:.0f}' for t in m['train_s_lazy'])} vs every "
-                    f"{', '.join(f'{t:.0f}' for t in m['train_s_every'])}")
+    if "r1_compare" in m:
+        c = m["r1_compare"]
+        same_fid = (f"; trained with R1 on every minibatch (seeds {c['seeds']}, {c['step']} iterations), compared "
+                    f"with the lazy PL arm at iteration {c['step']} on the same z ({len(m['fid_pairs'][0][0])} "
+                    f"images): FID lazy {', '.join(f'{f:.1f}' for f in c['fid_lazy'])} vs every "
+                    f"{', '.join(f'{f:.1f}' for f in c['fid_every'])} (margin +{FID_MARGIN:.0%} of the non-lazy "
+                    f"FID); training seconds per iteration lazy "
+                    f"{', '.join(f'{t:.3f}' for t in c['s_per_it_lazy'])} vs every "
+                    f"{', '.join(f'{t:.3f}' for t in c['s_per_it_every'])} (runs beside another run in the pool)")
     report.claim("Lazy R1 (every 16 minibatches) costs less D time than R1 on every minibatch, for the same FID "
                  "(section 2.5" + ("" if same_fid else "; the 'same FID' half is not trained at this preset")
                  + ")", decision=decisions["b"],
                  evidence=f"seconds per D iteration: lazy {lz.mean():.3f}, every step {ev.mean():.3f} "
                           f"(x{ev.mean() / lz.mean():.2f}); {len(lz)} alternating blocks of 16 iterations" + same_fid,
-                 name="lazy - every (s/iteration; FID; training s)", digits=4)
+                 name="lazy - every (s per D iteration; FID)", digits=4)
     # (c)
     pl, nopl = arms["pl"], arms["nopl"]
     report.claim("Path-length regularisation lowers PPL (log distance per latent pair) and the spread (CV) of "
@@ -492,11 +553,12 @@ def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, w
     rows = []
     for arm in ("pl", "nopl", "adain", "r1every"):
         for r in arms[arm]:
-            rows.append((arm, r["seed"], *(f"{r['peak_to_std'].get(res, float('nan')):.2f}" for res in (8, 16, 32)),
+            rows.append((arm, r["seed"], r["steps"],
+                         *(f"{r['peak_to_std'].get(res, float('nan')):.2f}" for res in (8, 16, 32)),
                          f"{r['fid']:.1f}", f"{r['seconds']:.0f}"))
     report.section("Runs")
-    report.table(["arm", "seed", "peak/std 8px", "peak/std 16px", "peak/std 32px", f"final FID ({plan.n_gen} images)",
-                  "train s"], rows,
+    report.table(["arm", "seed", "iterations", "peak/std 8px", "peak/std 16px", "peak/std 32px",
+                  f"final FID ({plan.n_gen} images)", "train s"], rows,
                  caption="Exploratory (not decided): mean max|a|/std of the synthesis feature maps; AdaIN's "
                          "droplets would show as large ratios. 'adain' = StyleGAN1's AdaIN layer (config A); "
                          "'r1every' = the PL arm with R1 on every minibatch (non-lazy).")
@@ -504,7 +566,8 @@ def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, w
     report.add_summary(
         measured={"demod_deviation_mean": float(dd.mean()), "r1_lazy_s": lz.tolist(), "r1_every_s": ev.tolist(),
                   "curve_steps": list(map(int, m["curve_steps"])), "curve_fid": list(map(float, m["curve_fid"])),
-                  "precision_recall": {str(p): list(map(float, v)) for p, v in pr.items()}},
+                  "precision_recall": {str(p): list(map(float, v)) for p, v in pr.items()},
+                  **({"r1_compare": m["r1_compare"]} if "r1_compare" in m else {})},
         arms={k: [{kk: vv for kk, vv in r.items() if kk != "ppl_log"} for r in v] for k, v in arms.items()},
         wall_seconds=round(wall, 1), workers=workers)
 
@@ -577,4 +640,16 @@ def _figures(report, arms) -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     report.figure(fig, "fid_curve", "FID of the EMA generator over training (claim f)")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arm, style in (("pl", "-o"), ("nopl", "--s"), ("adain", ":^"), ("r1every", "-.x")):
+        for r in arms[arm]:
+            res = max(r["peak_curve"][-1][1])
+            ax.plot([s for s, _ in r["peak_curve"]], [p[res] for _, p in r["peak_curve"]], style,
+                    label=f"{arm} seed {r['seed']}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean max|a| / std, last synthesis layer")
+    ax.legend(fontsize=7)
+    report.figure(fig, "droplets", "Exploratory droplet measure over training: AdaIN (config A) vs weight "
+                                   "demodulation; spikes would show as a rising ratio")
 
