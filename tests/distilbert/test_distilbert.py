@@ -57,6 +57,37 @@ def test_kl_and_soft_cross_entropy_give_identical_gradients():
     assert float(soft_target_loss(s, t, sel, T).detach()) == pytest.approx(float(ce - ent), abs=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bert", "distilbert"])
+def test_masked_positions_head_gives_the_dense_mlm_loss_and_gradients(kind):
+    """The MLM-only path projects only the masked rows; loss and every gradient equal the dense head's."""
+    from essence.distilbert.model import MaskedPositionsMLM
+    from essence.distilbert.train import Distiller
+
+    c = _corpus()
+    model = _teacher(2)
+    if kind == "distilbert":
+        model = student_from_teacher(model)
+    model.eval()   # no dropout: the two forwards must see the same network
+    ids, att = torch.tensor([s[:8] for s in c.train[:6]]), torch.ones(6, 8, dtype=torch.long)
+    ids, labels = mask_tokens(ids, att, token_probs(c.counts, 0.7, c.special_ids), mask_id=c.mask_id,
+                              vocab_size=V, generator=torch.Generator().manual_seed(0))
+    assert 0 < int((labels != -100).sum()) < labels.numel()
+    dense, parts = Distiller(model, None).losses(ids, att, labels)
+    dense.backward()
+    g_dense = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    sparse, sparse_parts = Distiller(MaskedPositionsMLM(model), None).losses(ids, att, labels)
+    sparse.backward()
+    g_sparse = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(sparse_parts) == set(parts) == {"mlm"}
+    assert float(sparse) == pytest.approx(float(dense), rel=1e-5)
+    assert g_sparse.keys() == g_dense.keys()
+    for n, g in g_dense.items():   # float32 sums over a different number of rows: relative rounding only
+        assert torch.allclose(g_sparse[n], g, rtol=1e-4, atol=1e-6 * float(g.abs().max())), n
+    with pytest.raises(TypeError, match="BertForMaskedLM"):
+        MaskedPositionsMLM(torch.nn.Linear(2, 2))
+
+
 def test_losses_match_plain_recomputation():
     torch.manual_seed(1)
     s, t = torch.randn(2, 5, V), torch.randn(2, 5, V)

@@ -196,11 +196,13 @@ def _tiny() -> DistilConfig:
 
 def _quick() -> DistilConfig:
     """A preview on a 2-core CPU (<= 5 minutes on either precision branch): the MiniLM-L6 teacher with a briefly
-    trained MLM head (200 steps), one 3-layer student ([0, 2, 5]) distilled for 40 steps of 32 sequences and the
-    MLM-only student, one seed, 300 held-out sequences. Measured on the idle 2-core AMD EPYC, fp32 branch
-    (``ESSENCE_NATIVE_BF16=0``): 222 s (teacher 17.2% held-out accuracy; 40 teacher steps leave a unigram teacher)."""
+    trained MLM head (150 steps), one 3-layer student ([0, 2, 5]) distilled for 40 steps of 32 sequences and the
+    MLM-only student, one seed, 300 held-out sequences. Measured on the fp32 branch (``ESSENCE_NATIVE_BF16=0``):
+    222 s on the idle 2-core AMD EPYC with a 200-step teacher (17.2% held-out accuracy; 40 teacher steps leave a
+    unigram teacher); on a slower AVX2-only EPYC (Zen 3, KVM) 363 s with 200 steps, 348 s with the head at the
+    masked rows only (``MaskedPositionsMLM``, the same accuracies), 319 s with 140 steps (teacher 11.4%)."""
     return DistilConfig(
-        teacher=TeacherConfig(kind="minilm", steps=200, lr=5e-4),
+        teacher=TeacherConfig(kind="minilm", steps=150, lr=5e-4),
         data=DataConfig(max_len=48, limit=6000, heldout_limit=300),
         optim=OptimConfig(batch_size=32, lr=5e-4),
         train=TrainConfig(steps=40, log_every=10, ckpt_every=1000),

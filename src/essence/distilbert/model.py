@@ -107,6 +107,36 @@ def student_from_teacher(teacher, *, layers: str = "official", n_layers: int = 0
     return student
 
 
+class MaskedPositionsMLM(torch.nn.Module):
+    """A ``BertForMaskedLM`` / ``DistilBertForMaskedLM`` whose prediction head runs only at the masked positions.
+
+    The MLM loss reads the logits of the ~15% predicted tokens alone, so training with it (the teacher, the
+    MLM-only student) needs no vocabulary projection of the others: the same loss, with the largest matrix
+    product of the step cut to its masked rows. ``forward(ids, attention, labels)`` returns (logits of the
+    positions with ``labels != -100``, their labels). Wrap before DDP, so that DDP sees this forward.
+    """
+
+    def __init__(self, mlm: torch.nn.Module):
+        super().__init__()
+        from transformers import BertForMaskedLM, DistilBertForMaskedLM
+
+        if not isinstance(mlm, (BertForMaskedLM, DistilBertForMaskedLM)):
+            raise TypeError(f"MaskedPositionsMLM wraps a BertForMaskedLM or DistilBertForMaskedLM, got "
+                            f"{type(mlm).__name__}")
+        self.mlm = mlm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mlm
+        keep = labels != -100
+        if hasattr(m, "bert"):
+            hidden = m.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[keep]
+            return m.cls(hidden), labels[keep]
+        hidden = m.distilbert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[keep]
+        h = m.vocab_layer_norm(m.activation(m.vocab_transform(hidden)))   # DistilBertForMaskedLM's head, in order
+        return m.vocab_projector(h), labels[keep]
+
+
 def tiny_bert(vocab_size: int, *, layers: int = 4, dim: int = 128, heads: int = 4, ffn: int = 512,
               max_len: int = 512, seed: int = 0):
     """A small ``BertForMaskedLM`` with random weights (the card's §6.2 teacher)."""

@@ -43,8 +43,15 @@ from essence.distilbert.data import (
     step_generator,
     token_probs,
 )
-from essence.distilbert.loss import triple_loss
-from essence.distilbert.model import load_teacher, minilm_bert, save_model, student_from_teacher, tiny_bert
+from essence.distilbert.loss import mlm_loss, triple_loss
+from essence.distilbert.model import (
+    MaskedPositionsMLM,
+    load_teacher,
+    minilm_bert,
+    save_model,
+    student_from_teacher,
+    tiny_bert,
+)
 
 __all__ = ["Distiller", "DistillResult", "distill", "train_teacher", "corpus_for", "train_mlm"]
 
@@ -73,6 +80,10 @@ class Distiller:
     def losses(self, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.loss
+        if isinstance(unwrap_model(self.student), MaskedPositionsMLM):   # MLM alone: logits of the masked rows
+            logits, targets = self.student(ids, attention, labels)
+            mlm = mlm_loss(logits, targets)
+            return c.alpha_mlm * mlm, {"mlm": mlm}
         t_logits = t_hidden = None
         if self.teacher is not None and (c.alpha_ce > 0 or c.alpha_cos > 0):
             with torch.no_grad():
@@ -145,9 +156,9 @@ def _loop(model, teacher, corpus: Corpus, cfg: DistilConfig, loss: LossConfig, *
             raise FileNotFoundError(f"no checkpoint to resume from in {path}")
         start = load_checkpoint(found, modules={"student": model}, optimizers={"adamw": optimizer},
                                 schedulers={"lr": scheduler}, scalers={"amp": prec.scaler}, map_location=dev).step
-    net = model
+    net = MaskedPositionsMLM(model) if teacher is None else model   # MLM alone: the head at masked rows only
     if world > 1:
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     distiller = Distiller(net, teacher, loss)
     probs = token_probs(corpus.counts, smoothing, corpus.special_ids)
     vocab_size = len(corpus.vocab)
