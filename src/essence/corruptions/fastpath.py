@@ -180,8 +180,9 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     mode-L image (Pillow's 8-bit resampling is per channel with the same coefficients and rounding, so both equal
     the RGB image's result; the tests compare with Pillow on RGB images). The enlargement, a single tap per output
     pixel, is Pillow's NEAREST resize of the reduced RGB image where it picks the BOX filter's source pixels
-    (:func:`_pil_nearest_matches`), else OpenCV's exact nearest-neighbour resize of each reduced plane where that
-    does, else a gather with Pillow's indices (:func:`box_enlarge_index`)."""
+    (:func:`_pil_nearest_matches`; ``cv2.split`` then de-interleaves it straight into the output planes), else
+    OpenCV's exact nearest-neighbour resize of each reduced plane where that does, else a gather with Pillow's
+    indices (:func:`box_enlarge_index`)."""
     import cv2
     from PIL import Image
 
@@ -208,9 +209,8 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     def rgb(j):
         planes = [Image.frombuffer("L", (w, h), src[j * 3 + k], "raw", "L", 0, 1) for k in range(3)]
         small = Image.merge("RGB", planes).resize((size[1], size[0]), Image.BOX)
-        if pil_nearest:     # one RGB enlargement, then the planes out
-            for k, big in enumerate(small.resize((w, h), Image.NEAREST).split()):
-                dst[j * 3 + k] = np.asarray(big)
+        if pil_nearest:     # one RGB enlargement, then the planes out: cv2.split writes into the output planes
+            cv2.split(np.asarray(small.resize((w, h), Image.NEAREST)), [dst[j * 3 + k] for k in range(3)])
             return
         for k, plane_img in enumerate(small.split()):
             enlarge(plane_img, j * 3 + k)
