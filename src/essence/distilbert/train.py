@@ -65,6 +65,7 @@ class Distiller:
     def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module | None = None,
                  loss: LossConfig | None = None):
         self.student, self.teacher = student, teacher
+        self.masked_rows = isinstance(unwrap_model(student), MaskedPositionsMLM)   # logits of the masked rows only
         self.loss = loss or LossConfig()
         if teacher is None:
             self.loss = self.loss.replace(alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=self.loss.alpha_mlm or 1.0)
@@ -80,7 +81,7 @@ class Distiller:
     def losses(self, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.loss
-        if isinstance(unwrap_model(self.student), MaskedPositionsMLM):   # MLM alone: logits of the masked rows
+        if self.masked_rows:   # MLM alone
             logits, targets = self.student(ids, attention, labels)
             mlm = mlm_loss(logits, targets)
             return c.alpha_mlm * mlm, {"mlm": mlm}
