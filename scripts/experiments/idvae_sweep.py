@@ -13,6 +13,10 @@ and reports the same accuracy, to show whether the budget is the reason.
 
     python scripts/experiments/idvae_sweep.py --lambdas 1 3 10 30 100 --steps 600 --out runs/idvae-lambda.json
     python scripts/experiments/idvae_sweep.py --conditional --lambdas 10 --steps 2800 --out runs/idvae-cond.json
+    python scripts/experiments/idvae_sweep.py --lambdas 1 10 --set loss.dec_pixel_weight=1 --out runs/idvae-dp.json
+
+The last asks why the sweep shows no trade-off: section 0's decoder gets no pixel loss, so its reconstructions come
+only through feature matching on the trunk's features, which the discriminator objective shapes.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--samples", type=int, default=5000, help="prior samples and validation images per FID")
     p.add_argument("--conditional", action="store_true", help="train the conditional IDVAE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value for every run, e.g. --set loss.dec_pixel_weight=1 (repeatable)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default="idvae-sweep.json")
     p.add_argument("--dir", default="runs/idvae-sweep", help="where the runs' checkpoints go")
@@ -77,12 +83,14 @@ def main() -> int:
         p.error(f"--samples must be in 1..{60_000 - VALIDATION}")
 
     base = PRESETS.build(args.preset, [f"train.max_steps={args.steps}", f"eval.samples={args.samples}",
-                                       "train.ckpt_every=1000000000", f"model.conditional={args.conditional}"])
+                                       "train.ckpt_every=1000000000", f"model.conditional={args.conditional}",
+                                       *args.overrides])
     jobs, names = [], []
     for lam in args.lambdas:
         for seed in args.seeds:
             cfg = base.with_overrides({"loss.lambda_d": lam, "train.seed": seed})
-            name = f"{'c' if args.conditional else ''}lambda{lam:g}-s{seed}"
+            name = f"{'c' if args.conditional else ''}lambda{lam:g}{'-' if args.overrides else ''}" \
+                   f"{'-'.join(o.split('.')[-1] for o in args.overrides)}-s{seed}"
             jobs.append((cfg, f"{args.dir}/{name}"))
             names.append(name)
     t0 = time.time()

@@ -32,7 +32,6 @@ from essence.noisy_student.evaluate import correct
 from essence.noisy_student.model import count_parameters
 from essence.noisy_student.train import make_pseudo_labels, train_generation
 
-
 ARMS = ("full", "no_input_noise", "no_model_noise")
 
 
@@ -73,7 +72,8 @@ def main() -> int:
                   f"({res.seconds:.0f} s)", flush=True)
         np.savez_compressed(args.out + ".partial.npz", **{a: np.stack(v) for a, v in items.items()})  # per seed
     mats = {a: np.stack(v).astype(np.float64) for a, v in items.items()}
-    out = {"preset": args.preset, "overrides": args.overrides, "width": args.width, "seeds": args.seeds, "params": params,
+    out = {"preset": args.preset, "overrides": args.overrides, "width": args.width, "seeds": args.seeds,
+           "params": params,
            "wall_seconds": round(time.time() - t0, 1), "machine": machine_line(precision="auto"),
            "accuracy": {a: [float(x) for x in m.mean(1)] for a, m in mats.items()}, "decisions": {}}
     for name, (a, b) in {"full - no_input_noise": ("full", "no_input_noise"),

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -59,17 +60,21 @@ def resolve_weights(weights: str | None, task: str):
     import h5py
 
     from essence.deep_salience.model import load_keras_h5
+    from essence.deep_salience.predict import packaged_weights
     from essence.deep_salience.reproduce import find_released_weights
     from essence.deep_salience.train import load_essence_checkpoint
 
-    if weights is None:
+    packaged = packaged_weights(task)
+    if weights is None and packaged is not None and not os.environ.get("ESSENCE_DEEP_SALIENCE_WEIGHTS"):
+        weights = str(packaged)          # essence's own model; $ESSENCE_DEEP_SALIENCE_WEIGHTS asks for the released
+    elif weights is None or weights == "released":
         found = find_released_weights(DEFAULT_FILES[task])
         if found is None:
             raise FileNotFoundError(
-                f"no weights given for task {task!r}: pass --weights FILE (a released Keras file such as "
-                f"{DEFAULT_FILES[task]}.h5 from rabitt/ismir2017-deepsalience predict/weights, MIT), an essence "
-                f"checkpoint (.safetensors) or a run directory; or set ESSENCE_DEEP_SALIENCE_WEIGHTS to the folder "
-                f"holding the .h5 files")
+                f"no {'released ' if weights else ''}weights for task {task!r}: pass --weights FILE (a released "
+                f"Keras file such as {DEFAULT_FILES[task]}.h5 from rabitt/ismir2017-deepsalience predict/weights, "
+                f"MIT), an essence checkpoint (.safetensors) or a run directory; or set "
+                f"ESSENCE_DEEP_SALIENCE_WEIGHTS to the folder holding the .h5 files")
         weights = str(found)
     path = Path(weights)
     if not path.exists():
@@ -245,7 +250,7 @@ def _train(args) -> int:
     from essence.core.runs import Run
     from essence.core.runtime import resolve_device
     from essence.deep_salience.config import PRESETS
-    from essence.deep_salience.data import build_split
+    from essence.deep_salience.data import build_splits
     from essence.deep_salience.evaluate import score_saliences
     from essence.deep_salience.train import salience_of, save_model, train, tune_threshold
 
@@ -253,11 +258,7 @@ def _train(args) -> int:
     run = Run.create("deep-salience", f"train-{args.preset}", args.out, exact=args.out is not None)
     run.save_config(cfg)
     dev = str(resolve_device(args.device))
-    dc = cfg.data
-    common = dict(max_seconds=dc.max_seconds, soundfont=dc.soundfont, device=dev)
-    tr = build_split("train", dc.n_train, augment=dc.augment, renders=dc.renders_per_chorale, **common)
-    va = build_split("validation", dc.n_validation, **common)
-    te = build_split("test", dc.n_test, **common)
+    tr, va, te = build_splits(cfg.data, device=dev)   # validation / test as the preset's reproduce builds them
     task = cfg.train.task
     chans = cfg.model.channels if len(cfg.model.channels) < 6 else None
     per_task = {} if task == "multif0" else dict(max_epochs=cfg.train.melody_epochs,
@@ -331,8 +332,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--task", choices=["multif0", "melody", "bass", "all"], default="multif0",
                    help="all: the three models on one HCQT per chunk (outputs get a _<task> suffix)")
     p.add_argument("--weights", default=None,
-                   help="a released Keras .h5, an essence checkpoint (.safetensors) or a run directory "
-                        "(default: $ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5)")
+                   help="a released Keras .h5, an essence checkpoint (.safetensors), a run directory, or "
+                        "'released' ($ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5). Default: essence's own full-width "
+                        "model shipped with the package (weights/MODEL_CARD.md), or the released file when "
+                        "$ESSENCE_DEEP_SALIENCE_WEIGHTS is set")
     p.add_argument("-o", "--output", required=True,
                    help="CSV file (one input) or folder: tab-separated time, then frequencies, per frame")
     p.add_argument("--threshold", type=float, default=None,

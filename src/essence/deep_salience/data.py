@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from essence.deep_salience.hcqt import freq_grid
 
-__all__ = ["annotation_target", "grid_to_bins", "Track", "PatchSampler", "Item", "build_split"]
+__all__ = ["annotation_target", "grid_to_bins", "Track", "PatchSampler", "Item", "build_split", "build_splits"]
 
 
 def grid_to_bins(grid: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -203,3 +203,16 @@ def build_split(split: str, n: int, *, max_seconds: float = 0.0, augment: bool =
                 items.append(Item(name, audio, X, times, rend.f0_on_grid(t_abs), rend.voice_on_grid(t_abs, 0),
                                   rend.voice_on_grid(t_abs, 3)))
     return items
+
+
+def build_splits(dc, *, device: str = "cpu", progress: bool = True) -> tuple[list[Item], list[Item], list[Item]]:
+    """(train, validation, test) items of a preset's :class:`~essence.deep_salience.config.DataConfig` ``dc``:
+    training renders with ``dc.soundfont``; validation and test with the evaluation soundfont, instruments and
+    clip length (``eval_*``; held-out instruments also get the augmentation) when the preset sets them."""
+    held_out = dc.eval_instruments == "held_out"
+    ev = dict(max_seconds=dc.eval_seconds or dc.max_seconds, soundfont=dc.eval_soundfont or dc.soundfont,
+              device=device, progress=progress, augment=held_out, instruments="held_out" if held_out else "train",
+              segments=dc.eval_segments)
+    train = build_split("train", dc.n_train, augment=dc.augment, renders=dc.renders_per_chorale,
+                        max_seconds=dc.max_seconds, soundfont=dc.soundfont, device=device, progress=progress)
+    return train, build_split("validation", dc.n_validation, **ev), build_split("test", dc.n_test, **ev)

@@ -31,11 +31,18 @@ from essence.deep_salience.model import SalienceNet
 
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
            "write_detailed_csv", "write_sonification", "write_jams", "require_jams", "plot_salience",
-           "SilentAudioWarning"]
+           "SilentAudioWarning", "PACKAGED_WEIGHTS", "packaged_weights"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
 _CONTEXT_S = 4.0
 _CNN_CONTEXT = 8
+PACKAGED_WEIGHTS = Path(__file__).parent / "weights"   # essence's own models: see weights/MODEL_CARD.md
+
+
+def packaged_weights(task: str) -> Path | None:
+    """essence's own ``<task>.safetensors`` shipped inside the package (None if this install has none)."""
+    path = PACKAGED_WEIGHTS / f"{task}.safetensors"
+    return path if path.is_file() else None
 
 
 class SilentAudioWarning(UserWarning):

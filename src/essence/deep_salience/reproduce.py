@@ -36,7 +36,7 @@ from essence.core.report import Report
 from essence.core.runs import Run
 from essence.core.runtime import default_num_threads, resolve_device
 from essence.deep_salience.config import PRESETS, DeepSalienceConfig
-from essence.deep_salience.data import build_split
+from essence.deep_salience.data import build_splits
 from essence.deep_salience.decode import decode
 from essence.deep_salience.evaluate import (
     basic_pitch_available,
@@ -196,14 +196,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     report = Report(run, title="Deep Salience", paper=PAPER, preset=preset, method="deep_salience")
     t_start = time.time()
     dc, tc = cfg.data, cfg.train
-    held_out = dc.eval_instruments == "held_out"
-    ev = dict(max_seconds=dc.eval_seconds or dc.max_seconds, soundfont=dc.eval_soundfont or dc.soundfont,
-              device=dev, progress=progress, augment=held_out, instruments="held_out" if held_out else "train",
-              segments=dc.eval_segments)
-    train_items = build_split("train", dc.n_train, augment=dc.augment, renders=dc.renders_per_chorale,
-                              max_seconds=dc.max_seconds, soundfont=dc.soundfont, device=dev, progress=progress)
-    val_items = build_split("validation", dc.n_validation, **ev)
-    test_items = build_split("test", dc.n_test, **ev)
+    train_items, val_items, test_items = build_splits(dc, device=dev, progress=progress)
     t_data = time.time() - t_start
     secs = lambda items: sum(len(i.audio) for i in items) / 22050  # noqa: E731
     seeds = [tc.seed + k for k in range(tc.seeds)]
@@ -214,6 +207,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
 
     report.section("Setup")
     wide = cfg.model.widths == (128, 64, 64, 64, 8)
+    held_out = dc.eval_instruments == "held_out"
     eval_sf = dc.eval_soundfont or dc.soundfont or "TimGM6mb"
     report.text(
         f"Data: Bach chorales from the music21 corpus (fixed split by chorale). Training: {len(train_items)} "
