@@ -266,6 +266,49 @@ def test_melody3_is_decoded_with_peak_picking():
     assert resolve_weights(str(WEIGHTS / "melody2.h5"), "melody")[-1] == "melody"
 
 
+@pytest.mark.parametrize("task", ["multif0", "melody", "bass"])
+def test_predict_without_weights_loads_essences_own_model(task, monkeypatch):
+    from essence.deep_salience.cli import resolve_weights
+    from essence.deep_salience.predict import packaged_weights
+    from essence.deep_salience.train import load_essence_checkpoint
+
+    monkeypatch.delenv("ESSENCE_DEEP_SALIENCE_WEIGHTS", raising=False)
+    path = packaged_weights(task)
+    assert path is not None, f"the package ships no {task}.safetensors (scripts/build_deep_salience_weights.py)"
+    model, tau, channels, what, decoding = resolve_weights(None, task)
+    assert str(path) in what and decoding == task and channels is None and 0.0 < tau < 1.0
+    _, cfg, state = load_essence_checkpoint(path)
+    assert state["task"] == task
+    with torch.no_grad():
+        out = model(torch.randn(1, len(HARMONICS), 360, 12))
+    assert out.shape == (1, 360, 12) and bool(((out >= 0) & (out <= 1)).all())
+    from essence.deep_salience import load_pretrained
+
+    assert load_pretrained(task)[1] == tau
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert f"| {task} |" in card and "Held-out test scores" in card
+    assert f"{'-'.join(map(str, cfg.model.widths))}, {sum(p.numel() for p in model.parameters()):,} parameters" in card
+
+
+def test_load_pretrained_refuses_an_unknown_task():
+    from essence.deep_salience import load_pretrained
+
+    with pytest.raises(ValueError, match="'multif0', 'melody' or 'bass'"):
+        load_pretrained("drums")
+
+
+def test_the_released_weights_are_asked_for_by_name_or_by_the_environment(monkeypatch, tmp_path):
+    from essence.deep_salience.cli import resolve_weights
+
+    monkeypatch.setenv("ESSENCE_DEEP_SALIENCE_WEIGHTS", str(tmp_path))   # set: the released file, not ours
+    for weights in (None, "released"):
+        if (WEIGHTS / "multif0.h5").is_file():
+            assert "Keras weights" in resolve_weights(weights, "multif0")[3]
+        else:
+            with pytest.raises(FileNotFoundError, match="weights for task 'multif0'"):
+                resolve_weights(weights, "multif0")
+
+
 def test_note_events_take_their_velocity_from_the_salience():
     from essence.deep_salience.decode import f0_to_note_events, salience_at
 

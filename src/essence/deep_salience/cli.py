@@ -333,8 +333,8 @@ def main(argv: list[str]) -> int:
                    help="all: the three models on one HCQT per chunk (outputs get a _<task> suffix)")
     p.add_argument("--weights", default=None,
                    help="a released Keras .h5, an essence checkpoint (.safetensors), a run directory, or "
-                        "'released' ($ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5). Default: essence's own full-width "
-                        "model shipped with the package (weights/MODEL_CARD.md), or the released file when "
+                        "'released' ($ESSENCE_DEEP_SALIENCE_WEIGHTS/<task>.h5). Default: essence's own model "
+                        "shipped with the package (weights/MODEL_CARD.md), or the released file when "
                         "$ESSENCE_DEEP_SALIENCE_WEIGHTS is set")
     p.add_argument("-o", "--output", required=True,
                    help="CSV file (one input) or folder: tab-separated time, then frequencies, per frame")

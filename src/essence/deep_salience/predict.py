@@ -31,7 +31,7 @@ from essence.deep_salience.model import SalienceNet
 
 __all__ = ["load_audio", "prepare_audio", "Predictor", "write_csv", "write_npz", "write_midi", "write_notes_csv",
            "write_detailed_csv", "write_sonification", "write_jams", "require_jams", "plot_salience",
-           "SilentAudioWarning", "PACKAGED_WEIGHTS", "packaged_weights"]
+           "SilentAudioWarning", "PACKAGED_WEIGHTS", "packaged_weights", "load_pretrained"]
 
 AMIN = 1e-5  # the log scaling's amplitude floor (librosa's amin)
 _CONTEXT_S = 4.0
@@ -43,6 +43,21 @@ def packaged_weights(task: str) -> Path | None:
     """essence's own ``<task>.safetensors`` shipped inside the package (None if this install has none)."""
     path = PACKAGED_WEIGHTS / f"{task}.safetensors"
     return path if path.is_file() else None
+
+
+def load_pretrained(task: str = "multif0") -> tuple[SalienceNet, float]:
+    """essence's own trained model for ``task`` ('multif0', 'melody' or 'bass') in eval mode, and its
+    validation-tuned threshold tau (weights/MODEL_CARD.md says how they were trained and how they score)."""
+    from essence.deep_salience.train import load_essence_checkpoint
+
+    if task not in ("multif0", "melody", "bass"):
+        raise ValueError(f"task must be 'multif0', 'melody' or 'bass', got {task!r}")
+    path = packaged_weights(task)
+    if path is None:
+        raise FileNotFoundError(f"this install ships no {task} model ({PACKAGED_WEIGHTS}); pass the released "
+                                f"Keras weights to load_keras_h5 instead")
+    model, _, state = load_essence_checkpoint(path)
+    return model, float(state["threshold"])
 
 
 class SilentAudioWarning(UserWarning):
