@@ -107,7 +107,7 @@ def _write_card(path: Path, preset: str, cfg, card, tr, va, te, n_params, commit
         "threshold tau stored in the file.",
         "",
         "## Data",
-        f"Bach chorales from the music21 corpus (fixed split by chorale), rendered with FluidSynth. Training: "
+        f"Bach chorales from the music21 corpus (fixed split by chorale), rendered with tinysoundfont. Training: "
         f"{len(tr)} renders ({secs(tr):.0f} s) of {dc.n_train} chorales with {dc.soundfont or 'TimGM6mb'} and "
         f"random instruments, tempo, transposition and velocity. Validation / test: {len(va)} / {len(te)} clips "
         f"of {dc.n_validation} / {dc.n_test} other chorales rendered with {eval_sf} and {eval_inst}. "
@@ -118,7 +118,8 @@ def _write_card(path: Path, preset: str, cfg, card, tr, va, te, n_params, commit
         f"The `{preset}` preset's schedule: Adam lr {oc.lr:g}, batch "
         f"{oc.batch_size} patches, {tc.steps_per_epoch} steps per epoch, up to {tc.max_epochs} epochs for multi-f0 and "
         f"{tc.melody_epochs} for melody and bass (early stopping on the validation loss, the best epoch kept), "
-        f"melody and bass warm-started from the multi-f0 network ({tc.warm_start}); output bias started at the "
+        + ("melody and bass warm-started from the multi-f0 network; " if tc.warm_start else "")
+        + "output bias started at the "
         "task's positive rate. tau tuned on the validation clips (0.1-0.9).",
         "",
         "This is a small training budget (the paper trained up to 25,600 steps on MedleyDB): the models are meant "
