@@ -86,11 +86,12 @@ def main() -> int:
                                        "train.ckpt_every=1000000000", f"model.conditional={args.conditional}",
                                        *args.overrides])
     jobs, names = [], []
+    prefix = ("c" if args.conditional else "") + "lambda"            # e.g. clambda10-dec_pixel_weight=1-s0
+    suffix = "".join(f"-{o.split('.')[-1]}" for o in args.overrides)
     for lam in args.lambdas:
         for seed in args.seeds:
             cfg = base.with_overrides({"loss.lambda_d": lam, "train.seed": seed})
-            name = f"{'c' if args.conditional else ''}lambda{lam:g}{'-' if args.overrides else ''}" \
-                   f"{'-'.join(o.split('.')[-1] for o in args.overrides)}-s{seed}"
+            name = f"{prefix}{lam:g}{suffix}-s{seed}"
             jobs.append((cfg, f"{args.dir}/{name}"))
             names.append(name)
     t0 = time.time()
