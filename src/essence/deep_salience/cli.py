@@ -64,9 +64,8 @@ def resolve_weights(weights: str | None, task: str):
     from essence.deep_salience.reproduce import find_released_weights
     from essence.deep_salience.train import load_essence_checkpoint
 
-    packaged = packaged_weights(task)
-    if weights is None and packaged is not None and not os.environ.get("ESSENCE_DEEP_SALIENCE_WEIGHTS"):
-        weights = str(packaged)          # essence's own model; $ESSENCE_DEEP_SALIENCE_WEIGHTS asks for the released
+    if weights is None and not os.environ.get("ESSENCE_DEEP_SALIENCE_WEIGHTS") and (own := packaged_weights(task)):
+        weights = str(own)          # essence's own model; $ESSENCE_DEEP_SALIENCE_WEIGHTS asks for the released
     elif weights is None or weights == "released":
         found = find_released_weights(DEFAULT_FILES[task])
         if found is None:

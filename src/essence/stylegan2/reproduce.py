@@ -216,17 +216,18 @@ def fid_difference(real: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Ten
         return np.array([[frechet_distance(*r, *feature_statistics(pairs[s][k][gen_idx])) for k in (0, 1)]
                          for s in seed_idx])
 
+    def effect(f: np.ndarray) -> float:                    # mean over seeds of FID(a) - FID(b)
+        return float(np.mean(f[:, 0] - f[:, 1]))
+
     rng = np.random.default_rng(seed)
     n_real, n_gen, n_seeds = real.shape[0], pairs[0][0].shape[0], len(pairs)
     full = fids(slice(None), range(n_seeds), slice(None))
-    boots = [np.mean(np.diff(fids(torch.from_numpy(rng.integers(0, n_real, n_real)),
-                                  rng.integers(0, n_seeds, n_seeds),
-                                  torch.from_numpy(rng.integers(0, n_gen, n_gen)))[:, ::-1]))
-             for _ in range(n_resamples)]
+    boots = [effect(fids(torch.from_numpy(rng.integers(0, n_real, n_real)), rng.integers(0, n_seeds, n_seeds),
+                         torch.from_numpy(rng.integers(0, n_gen, n_gen)))) for _ in range(n_resamples)]
     lo, hi = np.quantile(boots, [0.025, 0.975])
     over = "seeds, generated images (same z) and real images" if n_seeds > 1 else \
         "generated images (same z) and real images; one seed"
-    return Estimate(float(np.mean(full[:, 0] - full[:, 1])), float(lo), float(hi), n_gen, f"bootstrap over {over}",
+    return Estimate(effect(full), float(lo), float(hi), n_gen, f"bootstrap over {over}",
                     "generated images", extra={"fid_a": full[:, 0].tolist(), "fid_b": full[:, 1].tolist()})
 
 
