@@ -237,3 +237,37 @@ def test_not_a_causal_lm_directory(tmp_path):
         load_lm(tmp_path / "enc")
     with pytest.raises(FileNotFoundError, match="LM directory not found"):
         load_lm(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_arms_in_one_batch_equal_separate_runs(lm, sample):
+    """generate_arms: several step sizes / KL weights / fusion weights in one batch give each arm the tokens (and,
+    to float rounding, the per-token losses) of its own generate call."""
+    from essence.pplm import generate_arms
+
+    bow = BagOfWords(WORDS, lm.tokenizer)
+    ids = lm.encode("The lake")
+    base = GenerateConfig(length=8, stepsize=0.3, sample=sample, num_samples=2, seed=5, window_length=3)
+    arms = {"BC": base, "large": base.replace(stepsize=1.5), "no_kl_fusion": base.replace(kl_scale=0.0, gm_scale=1.0),
+            "one": base.replace(stepsize=0.6, num_samples=1, seed=9), "zero": base.replace(stepsize=0.0)}
+    batched = generate_arms(lm, ids, bow, arms)
+    assert list(batched) == list(arms)
+    for name, cfg in arms.items():
+        alone = generate(lm, ids, bow, cfg)
+        assert batched[name].tokens.tolist() == alone.tokens.tolist(), name
+        assert batched[name].texts == alone.texts
+        # losses agree to float rounding: a 9-row matmul may sum in another order than a 2-row one
+        assert batched[name].losses == [pytest.approx(row, rel=1e-4, abs=1e-4) for row in alone.losses], name
+    assert batched["zero"].tokens.tolist() == generate(lm, ids, bow, base, perturb=False).tokens.tolist()
+    assert batched["large"].tokens.tolist() != batched["BC"].tokens.tolist()    # the arms really differ
+
+
+def test_arms_must_share_the_other_knobs(lm):
+    from essence.pplm import generate_arms
+
+    bow = BagOfWords(WORDS, lm.tokenizer)
+    base = GenerateConfig(length=4)
+    with pytest.raises(ValueError, match=r"differs .* in \['length'\]"):
+        generate_arms(lm, "The lake", bow, {"a": base, "b": base.replace(length=5)})
+    with pytest.raises(ValueError, match="at least one arm"):
+        generate_arms(lm, "The lake", bow, {})

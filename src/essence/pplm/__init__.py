@@ -9,11 +9,11 @@
 
 from essence.pplm.attribute import AttributeModel, BagOfWords, Combined, Coverage, Discriminator, StepContext
 from essence.pplm.config import PRESETS, GenerateConfig, PPLMConfig
-from essence.pplm.generate import Generation, fuse, generate, perturb_past, top_k_filter, window_mask
+from essence.pplm.generate import Generation, fuse, generate, generate_arms, perturb_past, top_k_filter, window_mask
 from essence.pplm.lm import LM, load_lm, tiny_lm
 
 __all__ = ["PRESETS", "PPLMConfig", "GenerateConfig", "LM", "load_lm", "tiny_lm", "AttributeModel", "BagOfWords",
-           "Discriminator", "Combined", "Coverage", "StepContext", "Generation", "generate", "perturb_past",
+           "Discriminator", "Combined", "Coverage", "StepContext", "Generation", "generate", "generate_arms", "perturb_past",
            "window_mask", "top_k_filter", "fuse", "topic_words", "train_discriminator", "dist_n", "rerank"]
 
 

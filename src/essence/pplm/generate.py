@@ -34,7 +34,7 @@ from essence.pplm.attribute import SMALL, AttributeModel, StepContext
 from essence.pplm.config import GenerateConfig
 from essence.pplm.lm import LM, cache_tensors, lm_forward, make_cache
 
-__all__ = ["Generation", "generate", "perturb_past", "window_mask", "top_k_filter", "fuse"]
+__all__ = ["Generation", "generate", "generate_arms", "ARM_FIELDS", "perturb_past", "window_mask", "top_k_filter", "fuse"]
 
 
 @dataclass
@@ -107,14 +107,18 @@ def _choose(probs: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 def perturb_past(lm: LM, attribute: AttributeModel, last: torch.Tensor, past: list, *, unpert_layers: list | None,
                  unpert_probs: torch.Tensor, acc_hidden: torch.Tensor | None, grad_norms: torch.Tensor | None,
-                 cfg: GenerateConfig, stepsize: float):
+                 cfg: GenerateConfig, stepsize: float | torch.Tensor, kl_scale: float | torch.Tensor | None = None):
     """The latent update of one token (§2.2). Returns ``(perturbed history, grad_norms, losses (B,), ok (B,))``.
 
     ``past``: [(K, V)] of the history before ``last`` (each (B, heads, L, head_dim)); ``grad_norms``: (layers, B)
     running maxima (bags of words) or None; ``ok[b]`` is False where a gradient was not finite (that sample keeps
-    ``past`` unperturbed).
+    ``past`` unperturbed). ``stepsize`` and ``kl_scale`` (default ``cfg.kl_scale``) are numbers or (B,) tensors,
+    one value per sample (:func:`generate_arms` runs several arms in one batch this way).
     """
     B, L = last.shape[0], past[0][0].shape[-2]
+    kl_scale = cfg.kl_scale if kl_scale is None else kl_scale
+    use_kl = bool((kl_scale > 0).any()) if torch.is_tensor(kl_scale) else kl_scale > 0
+    step = stepsize.view(B, 1, 1, 1) if torch.is_tensor(stepsize) else stepsize
     mask = window_mask(L, cfg.window_length, cfg.decay, device=last.device).view(1, 1, L, 1)
     delta = [(torch.zeros_like(k), torch.zeros_like(v)) for k, v in past]
     ok = torch.ones(B, dtype=torch.bool, device=last.device)
@@ -128,9 +132,9 @@ def perturb_past(lm: LM, attribute: AttributeModel, last: torch.Tensor, past: li
         ctx = StepContext(lm=lm, probs=probs, cache=cache, hidden_last=hid, unpert_layers=unpert_layers,
                           acc_hidden=acc_hidden, past_length=L, horizon=cfg.horizon_length)
         loss = attribute.loss(ctx)                                                       # (B,)
-        if cfg.kl_scale > 0:
+        if use_kl:
             pc = probs + (SMALL * (probs <= SMALL).float()).detach()
-            loss = loss + cfg.kl_scale * (pc * (pc / pu).log()).sum(-1)
+            loss = loss + kl_scale * (pc * (pc / pu).log()).sum(-1)
         flat = [t for pair in leaves for t in pair]
         grads = torch.autograd.grad(loss.sum(), flat, allow_unused=True)
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(flat, grads)]
@@ -151,8 +155,8 @@ def perturb_past(lm: LM, attribute: AttributeModel, last: torch.Tensor, past: li
             grad_norms = torch.where(ok[None], torch.maximum(grad_norms, stacked), grad_norms)
         else:
             grad_norms = stacked + SMALL
-        delta = [(dk - stepsize * gk / grad_norms[i, :, None, None, None] ** cfg.gamma,
-                  dv - stepsize * gv / grad_norms[i, :, None, None, None] ** cfg.gamma)
+        delta = [(dk - step * gk / grad_norms[i, :, None, None, None] ** cfg.gamma,
+                  dv - step * gv / grad_norms[i, :, None, None, None] ** cfg.gamma)
                  for i, ((dk, dv), (gk, gv, _)) in enumerate(zip(delta, norms))]
     keep = ok.view(B, 1, 1, 1)
     pert = [(k + torch.where(keep, dk, 0.0), v + torch.where(keep, dv, 0.0)) for (k, v), (dk, dv) in zip(past, delta)]
@@ -163,6 +167,21 @@ def _uniforms(seeds: list[int], length: int, device) -> torch.Tensor:
     """(B, length): sample b's stream comes from its own seed, so it does not depend on the batch."""
     rows = [torch.rand(length, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64) for s in seeds]
     return torch.stack(rows).to(device)
+
+
+def _prepare(lm: LM, prompt: str | list[int], attribute: AttributeModel | None, cfg: GenerateConfig) -> list[int]:
+    """The prompt's token ids, after the checks every entry point shares."""
+    ids = lm.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+    if not ids:
+        raise ValueError("the prompt is empty: give text or at least one token id")
+    if len(ids) + cfg.length > lm.context:
+        raise ValueError(f"the prompt ({len(ids)} tokens) + length ({cfg.length}) exceeds the LM's context window "
+                         f"of {lm.context} tokens: shorten the prompt or lower gen.length")
+    if attribute is not None and hasattr(attribute, "check"):
+        attribute.check(lm)
+    if attribute is not None:
+        attribute.to(lm.device)
+    return ids
 
 
 @torch.no_grad()
@@ -185,22 +204,95 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
             another LM.
     """
     cfg = (cfg or GenerateConfig()).replace(**overrides) if overrides else (cfg or GenerateConfig())
-    model, device = lm.model, lm.device
-    ids = lm.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-    if not ids:
-        raise ValueError("the prompt is empty: give text or at least one token id")
-    if len(ids) + cfg.length > lm.context:
-        raise ValueError(f"the prompt ({len(ids)} tokens) + length ({cfg.length}) exceeds the LM's context window "
-                         f"of {lm.context} tokens: shorten the prompt or lower gen.length")
-    if attribute is not None and hasattr(attribute, "check"):
-        attribute.check(lm)
-    if attribute is not None:
-        attribute.to(device)
-    perturb = perturb and attribute is not None
+    ids = _prepare(lm, prompt, attribute, cfg)
     B = cfg.num_samples
     seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(B)]
     if len(seeds) != B:
         raise ValueError(f"seeds must have one entry per sample ({B}), got {len(seeds)}")
+    perturb = perturb and attribute is not None
+    tokens, losses, fallbacks, seconds = _decode(lm, ids, attribute, cfg, seeds, [cfg.stepsize] * B,
+                                                 [cfg.kl_scale] * B, [cfg.gm_scale] * B, perturb, progress)
+    return Generation(prompt=ids, tokens=tokens, texts=[lm.decode(row) for row in tokens.tolist()], losses=losses,
+                      fallbacks=int(fallbacks.sum()), seconds=seconds, perturbed=perturb)
+
+
+# the knobs that may differ between the arms of one batched decode (every other field is shared)
+ARM_FIELDS = ("stepsize", "kl_scale", "gm_scale", "num_samples", "seed")
+
+
+@torch.no_grad()
+def generate_arms(lm: LM, prompt: str | list[int], attribute: AttributeModel,
+                  arms: dict, *, progress: bool = False) -> dict:
+    """Several PPLM arms of one prompt and one attribute model, decoded as **one** batch.
+
+    The arms may differ in ``stepsize``, ``kl_scale``, ``gm_scale``, ``num_samples`` and ``seed``; every other
+    knob must be equal. Norms, losses and random streams are per sample, so each arm's samples are what
+    ``generate(lm, prompt, attribute, arms[name])`` gives (tested token for token; the losses agree to float
+    rounding, since a larger batch may sum a matmul in another order): only the wall time changes. On
+    a CPU, decoding a 135M-parameter LM with a handful of samples is bound by reading the weights, so k arms in one
+    batch cost little more than one (a 16-row batch of SmolLM2 took 1.1x the time of 4 rows on a 2-core EPYC).
+
+    Args:
+        arms: {name: GenerateConfig}; any hashable names.
+
+    Returns:
+        {name: Generation} in the same order; each ``seconds`` is the wall time of the whole batch.
+
+    Raises:
+        ValueError: no arms, or arms that differ in a knob outside :data:`ARM_FIELDS`; the checks of
+            :func:`generate`.
+    """
+    if not arms:
+        raise ValueError("generate_arms needs at least one arm")
+    names = list(arms)
+    cfg = arms[names[0]]
+    shared = {f: v for f, v in cfg.to_dict().items() if f not in ARM_FIELDS}
+    for name in names[1:]:
+        other = {f: v for f, v in arms[name].to_dict().items() if f not in ARM_FIELDS}
+        bad = sorted(f for f in shared if shared[f] != other[f])
+        if bad:
+            raise ValueError(f"arm {name!r} differs from arm {names[0]!r} in {bad}: one batch can only vary "
+                             f"{', '.join(ARM_FIELDS)}; generate those arms separately")
+    ids = _prepare(lm, prompt, attribute, cfg)
+    seeds, rows = [], {k: [] for k in ("stepsize", "kl_scale", "gm_scale")}
+    for name in names:
+        c = arms[name]
+        seeds += [c.seed + i for i in range(c.num_samples)]
+        for k, v in rows.items():
+            v += [getattr(c, k)] * c.num_samples
+    tokens, losses, fallbacks, seconds = _decode(lm, ids, attribute, cfg, seeds, rows["stepsize"], rows["kl_scale"],
+                                                 rows["gm_scale"], attribute is not None, progress)
+    out, start = {}, 0
+    for name in names:
+        stop = start + arms[name].num_samples
+        part = tokens[start:stop]
+        out[name] = Generation(prompt=ids, tokens=part, texts=[lm.decode(row) for row in part.tolist()],
+                               losses=[row[start:stop] for row in losses], fallbacks=int(fallbacks[start:stop].sum()),
+                               seconds=seconds, perturbed=attribute is not None)
+        start = stop
+    return out
+
+
+def _fuse_rows(p_pert: torch.Tensor, p_unpert: torch.Tensor, gm: list[float], top_k: int) -> torch.Tensor:
+    """:func:`fuse` with one ``gm_scale`` per row, applied per group of equal values (a number exponent, so every
+    row gets exactly what a batch of its own arm gets)."""
+    if len(set(gm)) == 1:
+        return fuse(p_pert, p_unpert, gm[0], top_k)
+    out = torch.empty_like(p_pert)
+    values = torch.tensor(gm, device=p_pert.device)
+    for v in dict.fromkeys(gm):
+        rows = values == v
+        out[rows] = fuse(p_pert[rows], p_unpert[rows], v, top_k)
+    return out
+
+
+def _decode(lm: LM, ids: list[int], attribute: AttributeModel | None, cfg: GenerateConfig, seeds: list[int],
+            stepsize: list[float], kl_scale: list[float], gm_scale: list[float], perturb: bool, progress: bool):
+    """The decoding loop shared by :func:`generate` and :func:`generate_arms`: one row per seed, with its own
+    step size, KL weight and fusion weight. Returns (tokens (B, length), per-token losses, fallbacks per row (B,),
+    seconds)."""
+    model, device = lm.model, lm.device
+    B = len(seeds)
     uniforms = _uniforms(seeds, cfg.length, device) if cfg.sample else None
     needs_hidden = perturb and attribute.needs_hidden
     t0 = time.perf_counter()
@@ -212,9 +304,17 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
     last_hidden = hid[:, -1].float() if needs_hidden else None
     # the perturbed history starts as the unperturbed one without the last token (causal: identical values)
     past = [(k[..., :-1, :], v[..., :-1, :]) for k, v in cache_tensors(unpert_cache)] if perturb else None
+    uniform_step = len(set(stepsize)) == 1 and len(set(kl_scale)) == 1
+    if perturb and not uniform_step:
+        dtype = past[0][0].dtype
+        step_arg = torch.tensor(stepsize, dtype=dtype, device=device)
+        kl_arg = torch.tensor(kl_scale, dtype=torch.float32, device=device)
+    else:
+        step_arg, kl_arg = stepsize[0], kl_scale[0]
     seen = torch.zeros(B, logits.shape[-1], dtype=torch.bool, device=device).scatter_(1, x, True) \
         if cfg.repetition_penalty != 1.0 else None
-    grad_norms, out, losses, fallbacks = None, [], [], 0
+    grad_norms, out, losses = None, [], []
+    fallbacks = torch.zeros(B, dtype=torch.long)
     bar = None
     if progress:
         from essence.core.progress import ProgressBar
@@ -226,22 +326,24 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
             if perturb:
                 pert = past
                 step_loss = torch.zeros(B)
-                if past[0][0].shape[-2] > 0 and cfg.num_iterations > 0 and cfg.stepsize != 0 and t < cfg.grad_length:
+                if past[0][0].shape[-2] > 0 and cfg.num_iterations > 0 and any(stepsize) and t < cfg.grad_length:
                     with torch.enable_grad():
                         pert, grad_norms, step_loss, ok = perturb_past(
                             lm, attribute, last, past, unpert_layers=cache_tensors(unpert_cache),
                             unpert_probs=unpert_logits.softmax(-1), acc_hidden=acc_hidden, grad_norms=grad_norms,
-                            cfg=cfg, stepsize=cfg.stepsize)
+                            cfg=cfg, stepsize=step_arg, kl_scale=kl_arg)
+                    if not uniform_step:    # a row with step size 0 reports no loss, as in a run of its own
+                        step_loss = torch.where(step_arg == 0, 0.0, step_loss)
                     if not bool(ok.all()):
-                        n_bad = int((~ok).sum())
-                        fallbacks += n_bad
-                        warnings.warn(f"pplm: non-finite gradient at token {t} for {n_bad} sample(s); that token "
-                                      "uses the unperturbed history", RuntimeWarning, stacklevel=2)
+                        bad = (~ok).cpu()
+                        fallbacks += bad.long()
+                        warnings.warn(f"pplm: non-finite gradient at token {t} for {int(bad.sum())} sample(s); "
+                                      "that token uses the unperturbed history", RuntimeWarning, stacklevel=3)
                 losses.append([round(float(v), 5) for v in step_loss.cpu()])
                 p_logits, new_cache, _ = lm_forward(model, last[:, None], cache=make_cache(pert))
                 past = cache_tensors(new_cache)
                 p_pert = _penalise(p_logits[:, -1].float() / cfg.temperature, seen, cfg.repetition_penalty).softmax(-1)
-                probs = fuse(p_pert, p_unpert, cfg.gm_scale, cfg.top_k)
+                probs = _fuse_rows(p_pert, p_unpert, gm_scale, cfg.top_k)
             else:
                 lg = _penalise(unpert_logits / cfg.temperature, seen, cfg.repetition_penalty)
                 probs = top_k_filter(lg, cfg.top_k, probs=False).softmax(-1)
@@ -261,6 +363,4 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
     finally:
         if bar is not None:
             bar.close()
-    tokens = torch.stack(out, 1)
-    return Generation(prompt=ids, tokens=tokens, texts=[lm.decode(row) for row in tokens.tolist()], losses=losses,
-                      fallbacks=fallbacks, seconds=time.perf_counter() - t0, perturbed=perturb)
+    return torch.stack(out, 1), losses, fallbacks, time.perf_counter() - t0

@@ -124,7 +124,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     from essence.pplm.attribute import BagOfWords
     from essence.pplm.data import topic_words
     from essence.pplm.evaluate import dist_scores, perplexity, rerank
-    from essence.pplm.generate import generate
+    from essence.pplm.generate import generate, generate_arms
     from essence.pplm.lm import load_lm
 
     cfg = PRESETS.build(preset, overrides)
@@ -155,6 +155,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     arms_cfg = {"BC": g, "large": g.replace(stepsize=r.large_stepsize),
                 "no_kl_fusion": g.replace(kl_scale=0.0, gm_scale=1.0)}
     sweep_steps = sorted(set(r.stepsizes) | {recipe})        # (c) always includes the step size BC runs at
+    reused = {r.large_stepsize: "large", recipe: "BC", 0.0: "B"}  # sweep points that are arms already (B wins ties)
     sc = {k: [] for k in ("B", "BR", "BC", "BCR")}
     kw = {k: [] for k in ("B", "BR", "BC", "BCR")}
     dist2 = {k: [] for k in ("B", *arms_cfg)}
@@ -166,20 +167,14 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     for topic, (bow, kj, bag_judge, score) in topics.items():
         coverage.append(bow.coverage)
         for prefix in r.prefixes:
-            gens = {}
+            # every PPLM arm of the unit (BC, large, no KL/fusion, the sweep's other step sizes) in one batch
+            batch = {arm: c.replace(num_samples=r.samples) for arm, c in arms_cfg.items()}
+            batch.update({("sweep", s): g.replace(stepsize=s, num_samples=r.samples) for s in sweep_steps
+                          if s not in reused})
             with prec.autocast():
-                gens["B"] = generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False)
-                for arm, c in arms_cfg.items():
-                    gens[arm] = generate(lm, prefix, bow, c.replace(num_samples=r.samples))
-                for s in sweep_steps:
-                    if s == 0:
-                        gens[("sweep", s)] = gens["B"]
-                    elif s == recipe:
-                        gens[("sweep", s)] = gens["BC"]
-                    elif s == r.large_stepsize:
-                        gens[("sweep", s)] = gens["large"]
-                    else:
-                        gens[("sweep", s)] = generate(lm, prefix, bow, g.replace(stepsize=s, num_samples=r.samples))
+                gens = {"B": generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False),
+                        **generate_arms(lm, prefix, bow, batch)}
+            gens.update({("sweep", s): gens[arm] for s, arm in reused.items() if s in sweep_steps})
             start = len(gens["B"].prompt)
             for arm in ("B", "BC"):
                 gen = gens[arm]
@@ -259,20 +254,21 @@ def _select_stepsize(lm, g, r, prec, topics: dict, logppl):
     """Choose BC's step size on ``r.val_prefixes`` (disjoint from the test prefixes): plain decoding and one PPLM
     run per candidate step size for every (validation prefix, topic) unit, the same samples and seeds as the test
     arms. Returns (the generate config with the chosen step size, [(step size, judge, log-ppl ratio, ok)])."""
-    from essence.pplm.generate import generate
+    from essence.pplm.generate import generate, generate_arms
 
     t0 = time.time()
     judge_by = {s: [] for s in r.val_stepsizes}
     ratio_by = {s: [] for s in r.val_stepsizes}
     for bow, _, _, score in topics.values():
         for prefix in r.val_prefixes:
-            with prec.autocast():
+            with prec.autocast():     # plain decoding, then every candidate step size in one batch
                 plain = generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False)
-                base = logppl(plain, prefix)
-                for s in r.val_stepsizes:
-                    gen = generate(lm, prefix, bow, g.replace(stepsize=s, num_samples=r.samples))
-                    judge_by[s].append(float(np.mean(score(gen))))
-                    ratio_by[s].append(logppl(gen, prefix) - base)
+                gens = generate_arms(lm, prefix, bow, {s: g.replace(stepsize=s, num_samples=r.samples)
+                                                       for s in r.val_stepsizes})
+            base = logppl(plain, prefix)
+            for s, gen in gens.items():
+                judge_by[s].append(float(np.mean(score(gen))))
+                ratio_by[s].append(logppl(gen, prefix) - base)
     rows = [(s, float(np.mean(judge_by[s])), float(np.mean(ratio_by[s]))) for s in r.val_stepsizes]
     chosen, ok = choose_stepsize(rows, math.log(r.val_max_ppl_ratio))
     console.print(f"pplm: step size {chosen:g} chosen on {len(r.val_prefixes)} validation prefixes x "
