@@ -34,7 +34,8 @@ from essence.pplm.attribute import SMALL, AttributeModel, StepContext
 from essence.pplm.config import GenerateConfig
 from essence.pplm.lm import LM, cache_tensors, lm_forward, make_cache
 
-__all__ = ["Generation", "generate", "generate_arms", "ARM_FIELDS", "perturb_past", "window_mask", "top_k_filter", "fuse"]
+__all__ = ["Generation", "generate", "generate_arms", "ARM_FIELDS", "perturb_past", "window_mask", "top_k_filter",
+           "fuse"]
 
 
 @dataclass
