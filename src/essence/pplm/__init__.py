@@ -14,7 +14,8 @@ from essence.pplm.lm import LM, load_lm, tiny_lm
 
 __all__ = ["PRESETS", "PPLMConfig", "GenerateConfig", "LM", "load_lm", "tiny_lm", "AttributeModel", "BagOfWords",
            "Discriminator", "Combined", "Coverage", "StepContext", "Generation", "generate", "generate_arms",
-           "perturb_past", "window_mask", "top_k_filter", "fuse", "topic_words", "train_discriminator", "dist_n", "rerank"]
+           "perturb_past", "window_mask", "top_k_filter", "fuse", "topic_words", "train_discriminator", "dist_n",
+           "rerank"]
 
 
 def __getattr__(name):  # modules with heavier imports on first use
