@@ -239,26 +239,35 @@ def test_not_a_causal_lm_directory(tmp_path):
         load_lm(tmp_path / "missing")
 
 
+@pytest.fixture(scope="module")
+def lm64():
+    """The tiny LM in float64: batches of different sizes may sum a matmul in another order, and in float64 that
+    cannot flip a near-tie between two tokens (in float32, on some CPU, it could)."""
+    lm = tiny_lm(seed=0)
+    lm.model.double()
+    return lm
+
+
 @pytest.mark.parametrize("sample", [False, True])
-def test_arms_in_one_batch_equal_separate_runs(lm, sample):
+def test_arms_in_one_batch_equal_separate_runs(lm64, sample):
     """generate_arms: several step sizes / KL weights / fusion weights in one batch give each arm the tokens (and,
     to float rounding, the per-token losses) of its own generate call."""
     from essence.pplm import generate_arms
 
-    bow = BagOfWords(WORDS, lm.tokenizer)
-    ids = lm.encode("The lake")
+    bow = BagOfWords(WORDS, lm64.tokenizer)
+    ids = lm64.encode("The lake")
     base = GenerateConfig(length=8, stepsize=0.3, sample=sample, num_samples=2, seed=5, window_length=3)
     arms = {"BC": base, "large": base.replace(stepsize=1.5), "no_kl_fusion": base.replace(kl_scale=0.0, gm_scale=1.0),
             "one": base.replace(stepsize=0.6, num_samples=1, seed=9), "zero": base.replace(stepsize=0.0)}
-    batched = generate_arms(lm, ids, bow, arms)
+    batched = generate_arms(lm64, ids, bow, arms)
     assert list(batched) == list(arms)
     for name, cfg in arms.items():
-        alone = generate(lm, ids, bow, cfg)
+        alone = generate(lm64, ids, bow, cfg)
         assert batched[name].tokens.tolist() == alone.tokens.tolist(), name
         assert batched[name].texts == alone.texts
         # losses agree to float rounding: a 9-row matmul may sum in another order than a 2-row one
         assert batched[name].losses == [pytest.approx(row, rel=1e-4, abs=1e-4) for row in alone.losses], name
-    assert batched["zero"].tokens.tolist() == generate(lm, ids, bow, base, perturb=False).tokens.tolist()
+    assert batched["zero"].tokens.tolist() == generate(lm64, ids, bow, base, perturb=False).tokens.tolist()
     assert batched["large"].tokens.tolist() != batched["BC"].tokens.tolist()    # the arms really differ
 
 
@@ -271,3 +280,27 @@ def test_arms_must_share_the_other_knobs(lm):
         generate_arms(lm, "The lake", bow, {"a": base, "b": base.replace(length=5)})
     with pytest.raises(ValueError, match="at least one arm"):
         generate_arms(lm, "The lake", bow, {})
+
+
+def test_arms_with_their_own_prompts_equal_separate_runs(lm64):
+    """Prompts of one token length share a batch: each (prompt, arm) gets its own run's tokens; prompts of other
+    lengths are refused."""
+    from essence.pplm import generate_arms
+
+    bow = BagOfWords(WORDS, lm64.tokenizer)
+    by_length = {}
+    for text in ("The lake", "The road", "The city", "The book", "A cat", "The sea", "My friend", "The potato"):
+        by_length.setdefault(len(lm64.encode(text)), []).append(text)
+    same = max(by_length.values(), key=len)[:2]
+    assert len(same) == 2
+    cfg = GenerateConfig(length=6, stepsize=0.4, sample=True, num_samples=2, seed=3)
+    arms = {(p, s): cfg.replace(stepsize=s) for p in same for s in (0.4, 1.2)}
+    batched = generate_arms(lm64, {k: k[0] for k in arms}, bow, arms)
+    for (p, s), c in arms.items():
+        assert batched[(p, s)].tokens.tolist() == generate(lm64, p, bow, c).tokens.tolist(), (p, s)
+        assert batched[(p, s)].prompt == lm64.encode(p)
+    other = next(t for n, ts in by_length.items() if n != len(lm64.encode(same[0])) for t in ts)
+    with pytest.raises(ValueError, match="same number of tokens"):
+        generate_arms(lm64, {"a": same[0], "b": other}, bow, {"a": cfg, "b": cfg})
+    with pytest.raises(ValueError, match="name every arm"):
+        generate_arms(lm64, {"a": same[0]}, bow, {"a": cfg, "b": cfg})

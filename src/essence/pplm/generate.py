@@ -211,7 +211,7 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
     if len(seeds) != B:
         raise ValueError(f"seeds must have one entry per sample ({B}), got {len(seeds)}")
     perturb = perturb and attribute is not None
-    tokens, losses, fallbacks, seconds = _decode(lm, ids, attribute, cfg, seeds, [cfg.stepsize] * B,
+    tokens, losses, fallbacks, seconds = _decode(lm, [ids] * B, attribute, cfg, seeds, [cfg.stepsize] * B,
                                                  [cfg.kl_scale] * B, [cfg.gm_scale] * B, perturb, progress)
     return Generation(prompt=ids, tokens=tokens, texts=[lm.decode(row) for row in tokens.tolist()], losses=losses,
                       fallbacks=int(fallbacks.sum()), seconds=seconds, perturbed=perturb)
@@ -222,26 +222,28 @@ ARM_FIELDS = ("stepsize", "kl_scale", "gm_scale", "num_samples", "seed")
 
 
 @torch.no_grad()
-def generate_arms(lm: LM, prompt: str | list[int], attribute: AttributeModel,
+def generate_arms(lm: LM, prompt: str | list[int] | dict, attribute: AttributeModel,
                   arms: dict, *, progress: bool = False) -> dict:
-    """Several PPLM arms of one prompt and one attribute model, decoded as **one** batch.
+    """Several PPLM arms of one attribute model, decoded as **one** batch.
 
-    The arms may differ in ``stepsize``, ``kl_scale``, ``gm_scale``, ``num_samples`` and ``seed``; every other
-    knob must be equal. Norms, losses and random streams are per sample, so each arm's samples are what
+    The arms may differ in ``stepsize``, ``kl_scale``, ``gm_scale``, ``num_samples`` and ``seed``, and in the
+    prompt when ``prompt`` is a dict {arm name: prompt} whose prompts have the same number of tokens (no padding,
+    so nothing changes the attention); every other knob must be equal. Norms, losses and random streams are per sample, so each arm's samples are what
     ``generate(lm, prompt, attribute, arms[name])`` gives (tested token for token; the losses agree to float
     rounding, since a larger batch may sum a matmul in another order): only the wall time changes. On
     a CPU, decoding a 135M-parameter LM with a handful of samples is bound by reading the weights, so k arms in one
     batch cost little more than one (a 16-row batch of SmolLM2 took 1.1x the time of 4 rows on a 2-core EPYC).
 
     Args:
+        prompt: one prompt for every arm, or {arm name: prompt} (text or token ids), all of one token length.
         arms: {name: GenerateConfig}; any hashable names.
 
     Returns:
         {name: Generation} in the same order; each ``seconds`` is the wall time of the whole batch.
 
     Raises:
-        ValueError: no arms, or arms that differ in a knob outside :data:`ARM_FIELDS`; the checks of
-            :func:`generate`.
+        ValueError: no arms, arms that differ in a knob outside :data:`ARM_FIELDS`, per-arm prompts of different
+            token lengths or not one per arm; the checks of :func:`generate`.
     """
     if not arms:
         raise ValueError("generate_arms needs at least one arm")
@@ -254,20 +256,30 @@ def generate_arms(lm: LM, prompt: str | list[int], attribute: AttributeModel,
         if bad:
             raise ValueError(f"arm {name!r} differs from arm {names[0]!r} in {bad}: one batch can only vary "
                              f"{', '.join(ARM_FIELDS)}; generate those arms separately")
-    ids = _prepare(lm, prompt, attribute, cfg)
-    seeds, rows = [], {k: [] for k in ("stepsize", "kl_scale", "gm_scale")}
+    if isinstance(prompt, dict):
+        if set(prompt) != set(names):
+            raise ValueError(f"per-arm prompts must name every arm once: arms {names}, prompts {list(prompt)}")
+        prompts = {name: _prepare(lm, prompt[name], attribute, cfg) for name in names}
+        lengths = {name: len(p) for name, p in prompts.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"per-arm prompts must have the same number of tokens to share a batch, got {lengths}; "
+                             "batch the prompts of each length separately")
+    else:
+        prompts = dict.fromkeys(names, _prepare(lm, prompt, attribute, cfg))
+    seeds, row_ids, rows = [], [], {k: [] for k in ("stepsize", "kl_scale", "gm_scale")}
     for name in names:
         c = arms[name]
         seeds += [c.seed + i for i in range(c.num_samples)]
+        row_ids += [prompts[name]] * c.num_samples
         for k, v in rows.items():
             v += [getattr(c, k)] * c.num_samples
-    tokens, losses, fallbacks, seconds = _decode(lm, ids, attribute, cfg, seeds, rows["stepsize"], rows["kl_scale"],
-                                                 rows["gm_scale"], attribute is not None, progress)
+    tokens, losses, fallbacks, seconds = _decode(lm, row_ids, attribute, cfg, seeds, rows["stepsize"],
+                                                 rows["kl_scale"], rows["gm_scale"], attribute is not None, progress)
     out, start = {}, 0
     for name in names:
         stop = start + arms[name].num_samples
         part = tokens[start:stop]
-        out[name] = Generation(prompt=ids, tokens=part, texts=[lm.decode(row) for row in part.tolist()],
+        out[name] = Generation(prompt=prompts[name], tokens=part, texts=[lm.decode(row) for row in part.tolist()],
                                losses=[row[start:stop] for row in losses], fallbacks=int(fallbacks[start:stop].sum()),
                                seconds=seconds, perturbed=attribute is not None)
         start = stop
@@ -287,10 +299,11 @@ def _fuse_rows(p_pert: torch.Tensor, p_unpert: torch.Tensor, gm: list[float], to
     return out
 
 
-def _decode(lm: LM, ids: list[int], attribute: AttributeModel | None, cfg: GenerateConfig, seeds: list[int],
-            stepsize: list[float], kl_scale: list[float], gm_scale: list[float], perturb: bool, progress: bool):
+def _decode(lm: LM, row_ids: list[list[int]], attribute: AttributeModel | None, cfg: GenerateConfig,
+            seeds: list[int], stepsize: list[float], kl_scale: list[float], gm_scale: list[float], perturb: bool,
+            progress: bool):
     """The decoding loop shared by :func:`generate` and :func:`generate_arms`: one row per seed, with its own
-    step size, KL weight and fusion weight. Returns (tokens (B, length), per-token losses, fallbacks per row (B,),
+    prompt (all of one length), step size, KL weight and fusion weight. Returns (tokens (B, length), per-token losses, fallbacks per row (B,),
     seconds)."""
     model, device = lm.model, lm.device
     B = len(seeds)
@@ -298,7 +311,7 @@ def _decode(lm: LM, ids: list[int], attribute: AttributeModel | None, cfg: Gener
     needs_hidden = perturb and attribute.needs_hidden
     t0 = time.perf_counter()
 
-    x = torch.tensor(ids, dtype=torch.long, device=device).expand(B, -1).contiguous()       # (B, P)
+    x = torch.tensor(row_ids, dtype=torch.long, device=device)                             # (B, P)
     logits, unpert_cache, hid = lm_forward(model, x, hidden=needs_hidden)
     unpert_logits = logits[:, -1].float()                                                   # (B, V)
     acc_hidden = hid[:, :-1].float().sum(1) if needs_hidden else None                        # positions 0..P-2

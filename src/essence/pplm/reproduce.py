@@ -124,7 +124,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     from essence.pplm.attribute import BagOfWords
     from essence.pplm.data import topic_words
     from essence.pplm.evaluate import dist_scores, perplexity, rerank
-    from essence.pplm.generate import generate, generate_arms
+    from essence.pplm.generate import generate
     from essence.pplm.lm import load_lm
 
     cfg = PRESETS.build(preset, overrides)
@@ -166,14 +166,16 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     t0 = time.time()
     for topic, (bow, kj, bag_judge, score) in topics.items():
         coverage.append(bow.coverage)
-        for prefix in r.prefixes:
-            # every PPLM arm of the unit (BC, large, no KL/fusion, the sweep's other step sizes) in one batch
-            batch = {arm: c.replace(num_samples=r.samples) for arm, c in arms_cfg.items()}
-            batch.update({("sweep", s): g.replace(stepsize=s, num_samples=r.samples) for s in sweep_steps
+        # every PPLM arm (BC, large, no KL/fusion, the sweep's other step sizes) of every prefix: one batch per
+        # prompt length
+        unit_arms = {arm: c.replace(num_samples=r.samples) for arm, c in arms_cfg.items()}
+        unit_arms.update({("sweep", s): g.replace(stepsize=s, num_samples=r.samples) for s in sweep_steps
                           if s not in reused})
+        made = _batched(lm, r.prefixes, bow, unit_arms, prec)
+        for prefix in r.prefixes:
             with prec.autocast():
                 gens = {"B": generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False),
-                        **generate_arms(lm, prefix, bow, batch)}
+                        **{arm: made[(prefix, arm)] for arm in unit_arms}}
             gens.update({("sweep", s): gens[arm] for s, arm in reused.items() if s in sweep_steps})
             start = len(gens["B"].prompt)
             for arm in ("B", "BC"):
@@ -215,6 +217,23 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     return report
 
 
+def _batched(lm, prefixes, attribute, arms: dict, prec) -> dict:
+    """{(prefix, arm): Generation} for every prefix and arm, decoded by ``generate_arms`` as one batch per prompt
+    length (prompts of one length share a batch without padding). On a CPU a batch of a few rows is bound by
+    reading the weights, so larger batches cost much less per row."""
+    from essence.pplm.generate import generate_arms
+
+    groups: dict[int, list[str]] = {}
+    for prefix in prefixes:
+        groups.setdefault(len(lm.encode(prefix)), []).append(prefix)
+    out = {}
+    for group in groups.values():
+        batch = {(prefix, arm): c for prefix in group for arm, c in arms.items()}
+        with prec.autocast():
+            out.update(generate_arms(lm, {key: key[0] for key in batch}, attribute, batch))
+    return out
+
+
 def _topic_judges(lm, cfg, topic: str, classifier):
     """(steering bag, keyword judge, steering-bag judge, score) for one topic; ``score(gen, rows=None)`` is the
     independent judge per sample: the classifier's p(topic) when there is one, else keyword hits per 100 words."""
@@ -254,19 +273,20 @@ def _select_stepsize(lm, g, r, prec, topics: dict, logppl):
     """Choose BC's step size on ``r.val_prefixes`` (disjoint from the test prefixes): plain decoding and one PPLM
     run per candidate step size for every (validation prefix, topic) unit, the same samples and seeds as the test
     arms. Returns (the generate config with the chosen step size, [(step size, judge, log-ppl ratio, ok)])."""
-    from essence.pplm.generate import generate, generate_arms
+    from essence.pplm.generate import generate
 
     t0 = time.time()
     judge_by = {s: [] for s in r.val_stepsizes}
     ratio_by = {s: [] for s in r.val_stepsizes}
     for bow, _, _, score in topics.values():
+        made = _batched(lm, r.val_prefixes, bow, {s: g.replace(stepsize=s, num_samples=r.samples)
+                                                  for s in r.val_stepsizes}, prec)
         for prefix in r.val_prefixes:
-            with prec.autocast():     # plain decoding, then every candidate step size in one batch
+            with prec.autocast():
                 plain = generate(lm, prefix, bow, g.replace(num_samples=r.samples), perturb=False)
-                gens = generate_arms(lm, prefix, bow, {s: g.replace(stepsize=s, num_samples=r.samples)
-                                                       for s in r.val_stepsizes})
             base = logppl(plain, prefix)
-            for s, gen in gens.items():
+            for s in r.val_stepsizes:
+                gen = made[(prefix, s)]
                 judge_by[s].append(float(np.mean(score(gen))))
                 ratio_by[s].append(logppl(gen, prefix) - base)
     rows = [(s, float(np.mean(judge_by[s])), float(np.mean(ratio_by[s]))) for s in r.val_stepsizes]
@@ -302,9 +322,10 @@ def _sentiment(lm, cfg, prec):
     g = cfg.generate.replace(stepsize=r.sentiment_stepsize, gamma=1.0, gm_scale=0.95, window_length=0,
                              num_samples=r.samples)
     out = {k: [] for k in ("B", "BR", "BC", "BCR")}
+    made = _batched(lm, r.prefixes, disc, {"BC": g}, prec)
     for prefix in r.prefixes:
         with prec.autocast():
-            gens = {"B": generate(lm, prefix, disc, g, perturb=False), "BC": generate(lm, prefix, disc, g)}
+            gens = {"B": generate(lm, prefix, disc, g, perturb=False), "BC": made[(prefix, "BC")]}
         for arm, gen in gens.items():
             pick = rerank(lm, disc, gen.ids, len(gen.prompt), dist_threshold=cfg.eval.dist_threshold)
             out[arm].append(float(score(gen.texts).mean()))
