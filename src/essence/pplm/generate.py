@@ -228,8 +228,8 @@ def generate_arms(lm: LM, prompt: str | list[int] | dict, attribute: AttributeMo
 
     The arms may differ in ``stepsize``, ``kl_scale``, ``gm_scale``, ``num_samples`` and ``seed``, and in the
     prompt when ``prompt`` is a dict {arm name: prompt} whose prompts have the same number of tokens (no padding,
-    so nothing changes the attention); every other knob must be equal. Norms, losses and random streams are per sample, so each arm's samples are what
-    ``generate(lm, prompt, attribute, arms[name])`` gives (tested token for token; the losses agree to float
+    so nothing changes the attention); every other knob must be equal. Norms, losses and random streams are per
+    sample, so each arm's samples are what ``generate(lm, prompt, attribute, arms[name])`` gives (tested token for token; the losses agree to float
     rounding, since a larger batch may sum a matmul in another order): only the wall time changes. On
     a CPU, decoding a 135M-parameter LM with a handful of samples is bound by reading the weights, so k arms in one
     batch cost little more than one (a 16-row batch of SmolLM2 took 1.1x the time of 4 rows on a 2-core EPYC).
@@ -303,8 +303,8 @@ def _decode(lm: LM, row_ids: list[list[int]], attribute: AttributeModel | None, 
             seeds: list[int], stepsize: list[float], kl_scale: list[float], gm_scale: list[float], perturb: bool,
             progress: bool):
     """The decoding loop shared by :func:`generate` and :func:`generate_arms`: one row per seed, with its own
-    prompt (all of one length), step size, KL weight and fusion weight. Returns (tokens (B, length), per-token losses, fallbacks per row (B,),
-    seconds)."""
+    prompt (all of one length), step size, KL weight and fusion weight. Returns (tokens (B, length), per-token
+    losses, fallbacks per row (B,), seconds)."""
     model, device = lm.model, lm.device
     B = len(seeds)
     uniforms = _uniforms(seeds, cfg.length, device) if cfg.sample else None
