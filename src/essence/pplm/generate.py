@@ -229,10 +229,11 @@ def generate_arms(lm: LM, prompt: str | list[int] | dict, attribute: AttributeMo
     The arms may differ in ``stepsize``, ``kl_scale``, ``gm_scale``, ``num_samples`` and ``seed``, and in the
     prompt when ``prompt`` is a dict {arm name: prompt} whose prompts have the same number of tokens (no padding,
     so nothing changes the attention); every other knob must be equal. Norms, losses and random streams are per
-    sample, so each arm's samples are what ``generate(lm, prompt, attribute, arms[name])`` gives (tested token for token; the losses agree to float
-    rounding, since a larger batch may sum a matmul in another order): only the wall time changes. On
-    a CPU, decoding a 135M-parameter LM with a handful of samples is bound by reading the weights, so k arms in one
-    batch cost little more than one (a 16-row batch of SmolLM2 took 1.1x the time of 4 rows on a 2-core EPYC).
+    sample, so each arm's samples are what ``generate(lm, prompt, attribute, arms[name])`` gives (tested token
+    for token; the losses agree to float rounding, since a larger batch may sum a matmul in another order): only
+    the wall time changes. On a CPU, decoding a 135M-parameter LM with a handful of samples is bound by reading
+    the weights, so k arms in one batch cost little more than one (a 16-row batch of SmolLM2 took 1.1x the time of
+    4 rows on a 2-core EPYC).
 
     Args:
         prompt: one prompt for every arm, or {arm name: prompt} (text or token ids), all of one token length.
