@@ -117,3 +117,36 @@ def test_stepsize_is_chosen_by_the_validation_rule():
 def test_validation_prefixes_must_not_be_test_prefixes():
     with pytest.raises(ValueError, match="must not repeat test prefixes"):
         PRESETS.build("tiny", ["repro.val_prefixes=The lake"])
+
+
+def test_batched_prefixes_are_grouped_by_length_and_capped():
+    """reproduce._batched: every (prefix, arm) comes back, prompts of one token length share a batch, and a batch
+    holds at most max_rows samples (but always one prefix)."""
+    import importlib
+    from unittest import mock
+
+    import torch
+
+    from essence.core.loop import Precision
+    from essence.pplm import BagOfWords, GenerateConfig, tiny_lm
+    from essence.pplm import reproduce as rep
+
+    gen_mod = importlib.import_module("essence.pplm.generate")     # the module (the package exports a function)
+
+    lm = tiny_lm(seed=0)
+    bow = BagOfWords(["space", "star", "the"], lm.tokenizer)
+    prefixes = ["The lake", "The road", "The city", "Once upon a time"]
+    arms = {"a": GenerateConfig(length=3, num_samples=2), "b": GenerateConfig(length=3, num_samples=2, stepsize=0.5)}
+    calls, real = [], gen_mod.generate_arms
+
+    def spy(lm_, prompts, attribute, batch):
+        calls.append(sorted({k[0] for k in batch}))
+        return real(lm_, prompts, attribute, batch)
+
+    with mock.patch.object(gen_mod, "generate_arms", spy):
+        out = rep._batched(lm, prefixes, bow, arms, Precision("fp32", torch.device("cpu")), max_rows=8)
+    assert set(out) == {(p, a) for p in prefixes for a in arms}
+    lengths = {p: len(lm.encode(p)) for p in prefixes}
+    for group in calls:
+        assert len({lengths[p] for p in group}) == 1 and 1 <= len(group) <= 2     # 2 prefixes x 4 samples = 8 rows
+    assert sum(len(g) for g in calls) == len(prefixes)

@@ -217,17 +217,22 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     return report
 
 
-def _batched(lm, prefixes, attribute, arms: dict, prec) -> dict:
+def _batched(lm, prefixes, attribute, arms: dict, prec, max_rows: int = 256) -> dict:
     """{(prefix, arm): Generation} for every prefix and arm, decoded by ``generate_arms`` as one batch per prompt
-    length (prompts of one length share a batch without padding). On a CPU a batch of a few rows is bound by
-    reading the weights, so larger batches cost much less per row."""
+    length (prompts of one length share a batch without padding), at most ``max_rows`` samples a batch (at least
+    one prefix). On a CPU a batch of a few rows is bound by reading the weights, so larger batches cost much less
+    per row."""
     from essence.pplm.generate import generate_arms
 
-    groups: dict[int, list[str]] = {}
+    rows = sum(c.num_samples for c in arms.values())
+    groups: dict[int, list[list[str]]] = {}
     for prefix in prefixes:
-        groups.setdefault(len(lm.encode(prefix)), []).append(prefix)
+        chunks = groups.setdefault(len(lm.encode(prefix)), [[]])
+        if chunks[-1] and (len(chunks[-1]) + 1) * rows > max_rows:
+            chunks.append([])
+        chunks[-1].append(prefix)
     out = {}
-    for group in groups.values():
+    for group in (chunk for chunks in groups.values() for chunk in chunks):
         batch = {(prefix, arm): c for prefix in group for arm, c in arms.items()}
         with prec.autocast():
             out.update(generate_arms(lm, {key: key[0] for key in batch}, attribute, batch))
