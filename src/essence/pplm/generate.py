@@ -170,19 +170,22 @@ def _uniforms(seeds: list[int], length: int, device) -> torch.Tensor:
     return torch.stack(rows).to(device)
 
 
-def _prepare(lm: LM, prompt: str | list[int], attribute: AttributeModel | None, cfg: GenerateConfig) -> list[int]:
-    """The prompt's token ids, after the checks every entry point shares."""
-    ids = lm.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-    if not ids:
-        raise ValueError("the prompt is empty: give text or at least one token id")
-    if len(ids) + cfg.length > lm.context:
-        raise ValueError(f"the prompt ({len(ids)} tokens) + length ({cfg.length}) exceeds the LM's context window "
-                         f"of {lm.context} tokens: shorten the prompt or lower gen.length")
+def _prepare(lm: LM, prompts: list, attribute: AttributeModel | None, cfg: GenerateConfig) -> list[list[int]]:
+    """The token ids of each prompt, after the checks every entry point shares (the attribute model once)."""
+    out = []
+    for prompt in prompts:
+        ids = lm.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty: give text or at least one token id")
+        if len(ids) + cfg.length > lm.context:
+            raise ValueError(f"the prompt ({len(ids)} tokens) + length ({cfg.length}) exceeds the LM's context "
+                             f"window of {lm.context} tokens: shorten the prompt or lower gen.length")
+        out.append(ids)
     if attribute is not None and hasattr(attribute, "check"):
         attribute.check(lm)
     if attribute is not None:
         attribute.to(lm.device)
-    return ids
+    return out
 
 
 @torch.no_grad()
@@ -205,7 +208,7 @@ def generate(lm: LM, prompt: str | list[int], attribute: AttributeModel | None =
             another LM.
     """
     cfg = (cfg or GenerateConfig()).replace(**overrides) if overrides else (cfg or GenerateConfig())
-    ids = _prepare(lm, prompt, attribute, cfg)
+    [ids] = _prepare(lm, [prompt], attribute, cfg)
     B = cfg.num_samples
     seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(B)]
     if len(seeds) != B:
@@ -260,13 +263,13 @@ def generate_arms(lm: LM, prompt: str | list[int] | dict, attribute: AttributeMo
     if isinstance(prompt, dict):
         if set(prompt) != set(names):
             raise ValueError(f"per-arm prompts must name every arm once: arms {names}, prompts {list(prompt)}")
-        prompts = {name: _prepare(lm, prompt[name], attribute, cfg) for name in names}
+        prompts = dict(zip(names, _prepare(lm, [prompt[name] for name in names], attribute, cfg)))
         lengths = {name: len(p) for name, p in prompts.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"per-arm prompts must have the same number of tokens to share a batch, got {lengths}; "
                              "batch the prompts of each length separately")
     else:
-        prompts = dict.fromkeys(names, _prepare(lm, prompt, attribute, cfg))
+        prompts = dict.fromkeys(names, _prepare(lm, [prompt], attribute, cfg)[0])
     seeds, row_ids, rows = [], [], {k: [] for k in ("stepsize", "kl_scale", "gm_scale")}
     for name in names:
         c = arms[name]
