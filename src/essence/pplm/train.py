@@ -4,10 +4,16 @@ The LM is frozen and the head sees only ``mean_t(o_t)`` over the real tokens of 
 computed once (batched, padding masked explicitly: GPT-2's pad id 0 is a real token) and the head is trained on
 them: Adam, lr 1e-4, batch 64, 10 epochs, NLL, as the official script with ``--cached``. Sentences are prefixed
 with the start token (official: ``<|endoftext|>``) and those of ``max_length`` tokens or more are skipped.
+
+With ``cache=True`` the means are also kept on disk (``~/.cache/essence/pplm/embeddings``, keyed by the texts, the
+LM's name, fingerprint and a digest of all its weights, ``max_length``, the batch size, the device type and the
+autocast state), so a second reproduction with the same LM and data skips the forward passes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -21,8 +27,50 @@ __all__ = ["mean_embeddings", "train_discriminator", "DiscrimResult"]
 
 
 @torch.no_grad()
-def mean_embeddings(lm: LM, texts, *, max_length: int = 100, batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
-    """(N', d) mean last-layer states of the texts shorter than ``max_length`` tokens, and their indices."""
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short hash of every parameter's name, shape, dtype and float64 sum: tells a fine-tuned LM from its base,
+    which :func:`essence.pplm.lm.fingerprint` (architecture and a slice of the embedding) need not."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(f"{name}|{tuple(p.shape)}|{p.dtype}|{float(p.sum(dtype=torch.float64)):.12e};".encode())
+    return h.hexdigest()[:16]
+
+
+def _embeddings_path(lm: LM, texts: list[str], max_length: int, batch_size: int):
+    from essence.data.cache import cache_dir, cache_key
+
+    dev = lm.device.type if isinstance(lm.device, torch.device) else str(lm.device).split(":")[0]
+    amp = str(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else "off"
+    texts_hash = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    key = cache_key("pplm-embeddings/1", lm.name, lm.fingerprint, weights_digest(lm.model), texts_hash, max_length,
+                    batch_size, dev, amp)
+    return cache_dir("pplm", "embeddings") / f"{key}.safetensors"
+
+
+@torch.no_grad()
+def mean_embeddings(lm: LM, texts, *, max_length: int = 100, batch_size: int = 32,
+                    cache: bool = False) -> tuple[torch.Tensor, list[int]]:
+    """(N', d) mean last-layer states of the texts shorter than ``max_length`` tokens, and their indices.
+
+    ``cache=True`` reads them from, or writes them to, the cache folder (module docstring)."""
+    texts = list(texts)
+    path = _embeddings_path(lm, texts, max_length, batch_size) if cache else None
+    if path is not None and path.is_file():
+        from safetensors.torch import load_file
+
+        stored = load_file(str(path))
+        return stored["feats"], stored["index"].tolist()
+    feats, index = _mean_embeddings(lm, texts, max_length=max_length, batch_size=batch_size)
+    if path is not None:
+        from safetensors.torch import save_file
+
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({"feats": feats.contiguous(), "index": torch.tensor(index, dtype=torch.long)}, str(tmp))
+        os.replace(tmp, path)
+    return feats, index
+
+
+def _mean_embeddings(lm: LM, texts: list[str], *, max_length: int, batch_size: int) -> tuple[torch.Tensor, list[int]]:
     encoded = [(i, lm.encode(t)) for i, t in enumerate(texts)]
     kept = [(i, ids) for i, ids in encoded if 1 < len(ids) < max_length]
     if not kept:
@@ -59,8 +107,9 @@ class DiscrimResult:
 
 
 def train_discriminator(lm: LM, rows, cfg: DiscrimConfig | None = None, *, class_label: int | str = 0,
-                        progress: bool = False) -> DiscrimResult:
-    """Train a :class:`Discriminator` on ``rows`` = [(text, label), ...] with the frozen ``lm``.
+                        progress: bool = False, cache: bool = False) -> DiscrimResult:
+    """Train a :class:`Discriminator` on ``rows`` = [(text, label), ...] with the frozen ``lm``; ``cache=True``
+    keeps the mean embeddings on disk (:func:`mean_embeddings`).
 
     Raises:
         ValueError: fewer than 2 classes, or no usable text.
@@ -70,7 +119,7 @@ def train_discriminator(lm: LM, rows, cfg: DiscrimConfig | None = None, *, class
     classes = sorted({label for _, label in rows})
     if len(classes) < 2:
         raise ValueError(f"a discriminator needs at least 2 classes, the data has {classes}")
-    feats, idx = mean_embeddings(lm, [t for t, _ in rows], max_length=cfg.max_length)
+    feats, idx = mean_embeddings(lm, [t for t, _ in rows], max_length=cfg.max_length, cache=cache)
     labels = torch.tensor([classes.index(rows[i][1]) for i in idx])
     g = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(len(idx), generator=g)

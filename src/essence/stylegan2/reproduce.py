@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from essence.core.config import Config
 from essence.core.parallel import map_runs, per_process, plan_workers
 from essence.core.report import Report
 from essence.core.runs import Run
@@ -46,15 +47,19 @@ from essence.core.stats import (
 )
 from essence.stylegan2.config import PRESETS, StyleGAN2Config
 
-__all__ = ["reproduce", "PLANS", "Plan", "decide_claims", "demodulation_statistics", "time_lazy_r1",
+__all__ = ["reproduce", "PLANS", "Plan", "resolve_plan", "decide_claims", "demodulation_statistics", "time_lazy_r1",
            "peak_to_std"]
 
 DEMOD_TOLERANCE = 0.10   # card section 7.1: per-map std within ~10% of 1
 FID_MARGIN = 0.10        # claim (b): "the same FID" = lazy R1's FID at most 10% above the non-lazy arm's
 
 
-@dataclass(frozen=True)
-class Plan:
+@dataclass(frozen=True, kw_only=True)
+class Plan(Config):
+    """What one preset's reproduction trains and measures; ``--set plan.<field>=value`` changes a field for one
+    run (e.g. ``plan.adain=true plan.r1_every=2 plan.ablation_steps=400`` adds the ablation arms), and the report
+    records the plan it ran."""
+
     steps: int                       # iterations per training run
     seeds: tuple[int, ...]           # seeds of the main (PL) arm and of the no-PL arm
     evals: int                       # points on the FID curve (including step 0 and the end)
@@ -277,15 +282,25 @@ def decide_claims(m: dict) -> dict[str, list[Decision]]:
 
 
 # ---------------------------------------------------------------------------------------------- the run
+def resolve_plan(preset: str, overrides=()) -> tuple[Plan, list[str]]:
+    """The preset's :class:`Plan` with the ``plan.<field>=value`` overrides applied, and the other overrides."""
+    if preset not in PLANS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {list(PLANS)}")
+    mine = [o.strip()[len("plan."):] for o in overrides if o.strip().startswith("plan.")]
+    try:
+        plan = PLANS[preset].with_overrides(mine)
+    except ValueError as err:
+        raise ValueError(f"--set plan.*: {err} (plan fields: {', '.join(PLANS[preset].keys())})") from None
+    return plan, [o for o in overrides if not o.strip().startswith("plan.")]
+
+
 def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides: tuple[str, ...] = ()) -> Report:
     """Run the experiment in ``run.dir`` and return the (unwritten) report."""
     from essence.core.loop import Precision
     from essence.stylegan2.train import build_networks
 
-    if preset not in PLANS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {list(PLANS)}")
-    plan = PLANS[preset]
-    base: StyleGAN2Config = PRESETS.build(preset, {"train.max_steps": PLANS[preset].steps})
+    plan, overrides = resolve_plan(preset, overrides)
+    base: StyleGAN2Config = PRESETS.build(preset, {"train.max_steps": plan.steps})
     base = base.with_overrides(list(overrides))
     steps = base.train.max_steps
     every = max(1, steps // (plan.evals - 1))
@@ -471,6 +486,11 @@ def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, ru
 def _write(report, base, plan, preset, m, decisions, arms, cls_acc, wall, dev, workers=1) -> None:
     B = base.optim.batch_size
     mc = base.model
+    preset_plan = PLANS[preset].to_dict()
+    changed = {k: v for k, v in plan.to_dict().items() if preset_plan[k] != v}
+    if changed:
+        report.text(f"**Plan changed from the `{preset}` preset** (`--set plan.*`): "
+                    + ", ".join(f"{k} = {v} (preset: {preset_plan[k]})" for k, v in changed.items()) + ".")
     report.text(
         f"**Scaled down.** Fashion-MNIST (60k training images, zero-padded to 32 x 32, grey, no x-flip) instead of "
         f"FFHQ 1024; config E/F architecture (skip G, residual D) with channels "
