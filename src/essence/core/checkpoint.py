@@ -36,8 +36,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "Checkpoint", "latest_checkpoint",
-           "unwrap_model", "CheckpointError"]
+__all__ = ["save_checkpoint", "save_safetensors_atomic", "load_checkpoint", "read_checkpoint", "Checkpoint",
+           "latest_checkpoint", "unwrap_model", "CheckpointError"]
 
 _FORMAT = "essence-checkpoint/1"
 
@@ -205,11 +205,18 @@ def save_checkpoint(
         meta["rng"] = _capture_rng(out)
     # safetensors wants contiguous CPU tensors that do not share storage.
     out = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in out.items()}
-    header = {"essence": json.dumps(meta, default=_to_json)}
+    return save_safetensors_atomic(out, path, metadata={"essence": json.dumps(meta, default=_to_json)})
+
+
+def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | Path,
+                            metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a safetensors file through a temporary file in the same folder and ``os.replace``: a reader never
+    sees a half-written file, and a failed write leaves no temporary behind. The parent folder must exist."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(out, tmp, metadata=header)
+        save_file(dict(tensors), tmp, metadata=dict(metadata) if metadata else None)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -294,20 +294,15 @@ class Discriminator(AttributeModel):
     # -- files ------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """One safetensors file: the head's weight and bias, the classes and the LM's size and fingerprint."""
-        import os
-
-        from safetensors.torch import save_file
+        from essence.core.checkpoint import save_safetensors_atomic
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"classes": json.dumps(self.classes), "hidden_size": str(self.hidden_size),
                 "fingerprint": self.fingerprint, "lm_name": self.lm_name, "class_label": str(self.class_label),
                 "kind": "essence.pplm.Discriminator"}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"weight": self.head.weight.detach().contiguous().cpu(),
-                   "bias": self.head.bias.detach().contiguous().cpu()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-        return path
+        return save_safetensors_atomic({"weight": self.head.weight.detach().contiguous().cpu(),
+                                        "bias": self.head.bias.detach().contiguous().cpu()}, path, metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path, *, class_label: int | str | None = None) -> Discriminator:

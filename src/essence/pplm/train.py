@@ -13,7 +13,6 @@ autocast state), so a second reproduction with the same LM and data skips the fo
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -62,11 +61,9 @@ def mean_embeddings(lm: LM, texts, *, max_length: int = 100, batch_size: int = 3
         return stored["feats"], stored["index"].tolist()
     feats, index = _mean_embeddings(lm, texts, max_length=max_length, batch_size=batch_size)
     if path is not None:
-        from safetensors.torch import save_file
+        from essence.core.checkpoint import save_safetensors_atomic
 
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({"feats": feats.contiguous(), "index": torch.tensor(index, dtype=torch.long)}, str(tmp))
-        os.replace(tmp, path)
+        save_safetensors_atomic({"feats": feats.contiguous(), "index": torch.tensor(index, dtype=torch.long)}, path)
     return feats, index
 
 

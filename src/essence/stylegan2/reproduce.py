@@ -286,12 +286,14 @@ def resolve_plan(preset: str, overrides=()) -> tuple[Plan, list[str]]:
     """The preset's :class:`Plan` with the ``plan.<field>=value`` overrides applied, and the other overrides."""
     if preset not in PLANS:
         raise ValueError(f"unknown preset {preset!r}; choose from {list(PLANS)}")
-    mine = [o.strip()[len("plan."):] for o in overrides if o.strip().startswith("plan.")]
+    mine, rest = [], []
+    for o in overrides:
+        (mine if o.strip().startswith("plan.") else rest).append(o)
     try:
-        plan = PLANS[preset].with_overrides(mine)
+        plan = PLANS[preset].with_overrides([o.strip()[len("plan."):] for o in mine])
     except ValueError as err:
         raise ValueError(f"--set plan.*: {err} (plan fields: {', '.join(PLANS[preset].keys())})") from None
-    return plan, [o for o in overrides if not o.strip().startswith("plan.")]
+    return plan, rest
 
 
 def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides: tuple[str, ...] = ()) -> Report:
