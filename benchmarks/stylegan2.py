@@ -7,8 +7,9 @@ printed and must match): skip G, residual D, the quick preset's channels, no fp1
 
 Measured, alternating between the two libraries so that both see the same machine load:
 
-1. generator forward (eval mode, const noise, the fused grouped modulated convolution in both: ada fuses when not
-   training), ms per batch;
+1. generator forward (eval mode, const noise), ms per batch, each library on its own eval path: ada fuses the
+   modulated convolution into one grouped convolution when not training; essence does so on accelerators and uses
+   the unfused form on the CPU, where it is faster (``--fused`` times essence's grouped form instead);
 2. one full training iteration: Gmain + Dmain every time, Greg (path length) every 4th and Dreg (R1) every 16th
    iteration, i.e. 16 iterations per timed block (the lazy regularisers amortised), G EMA included, Adam with the
    lazy rescaling on both sides, ms per iteration.
@@ -102,7 +103,7 @@ def _essence(args):
 
     def forward(z):
         with torch.no_grad():
-            return G_ema(z, noise_mode="const", fused=True)
+            return G_ema(z, noise_mode="const", fused=True if args.fused else None)
     return G, D, forward, iteration, cfg
 
 
@@ -256,6 +257,8 @@ def main(argv=None) -> int:
     p.add_argument("--channel-max", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="alternating timed blocks per side (median reported)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--fused", action="store_true", help="time essence's generator forward with the grouped "
+                                                        "convolution (ada's eval path) instead of its default")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -185,3 +185,23 @@ def test_config_validation():
         ModelConfig(resolution=48)
     with pytest.raises(ValueError, match="img_channels"):
         ModelConfig(img_channels=2)
+
+
+def test_cpu_eval_path_is_unfused_and_generation_is_independent_of_batch():
+    from essence.stylegan2.evaluate import generate_images, generation_batch
+
+    cfg = _tiny_model()
+    torch.manual_seed(0)
+    G = Generator(cfg).eval()
+    z = torch.randn(5, cfg.z_dim)
+    ws = G.mapping(z)
+    with torch.no_grad():   # fused=None on the CPU is the unfused form, in eval mode too
+        assert torch.equal(G.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const", fused=False))
+    assert generation_batch(None, "cpu") == 64 and generation_batch(None, "cuda") == 256
+    assert generation_batch(7, "cpu") == 7
+    with pytest.raises(ValueError, match="positive"):
+        generation_batch(0, "cpu")
+    a = generate_images(G, 9, seed=3)
+    b = generate_images(G, 9, seed=3, batch=2)
+    assert a.shape == (9, 1, 32, 32)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -125,7 +125,7 @@ class EvalConfig(Config):
     ppl_samples: int = 2000                  # PPL in W, endpoints, epsilon below
     ppl_epsilon: float = 1e-4
     classifier_epochs: int = 3               # the Fashion-MNIST feature network (cached)
-    batch_size: int = 256
+    batch_size: int = 256                    # feature-network batch (generation: evaluate.generation_batch)
 
     def __post_init__(self):
         require_positive(self, "n_gen", "n_real", "pr_k", "ppl_samples", "ppl_epsilon", "classifier_epochs",

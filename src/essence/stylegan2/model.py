@@ -256,14 +256,16 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused: bool | None = None,
                 return_features: bool = False):
-        """``fused=None``: grouped convolution when not training (the stylegan2-ada rule), else the unfused
-        form. ``return_features``: also return every layer's activations (for the droplet analysis)."""
+        """``fused=None``: on an accelerator, grouped convolution when not training (the stylegan2-ada rule),
+        else the unfused form; on the CPU always the unfused form, which is faster there in both modes (generator
+        forward in eval mode, one thread, batch 32 at 32 px, channels 64: 1.6 vs 2.3 ms per image; 1.7 vs 5.7 at
+        batch 64 vs 256). ``return_features``: also return every layer's activations (for the droplet analysis)."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be random, const or none, got {noise_mode!r}")
         if fused is None:
-            fused = not self.training
+            fused = not self.training and ws.device.type != "cpu"
         x = img = None
         feats: list | None = [] if return_features else None
         w_idx = 0

@@ -431,7 +431,7 @@ def _train_and_score(cfg: StyleGAN2Config, arm: str, plan: Plan, preset: str, ru
     seed = cfg.train.seed
 
     def generated_features(G, n):   # the same z (seed 12345) at every curve point and in every arm
-        fake = generate_images(G, n, seed=12345, device=dev, batch=ecfg.batch_size)
+        fake = generate_images(G, n, seed=12345, device=dev)
         return features_of(net, fake, device=dev)
 
     compare: dict = {}
