@@ -209,7 +209,10 @@ def _top_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from essence.core.runtime import tune_allocator
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_allocator()
 
     def run() -> int:
         if argv and argv[0] in METHODS:

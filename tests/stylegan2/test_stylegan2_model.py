@@ -42,13 +42,14 @@ def test_grouped_equals_unfused(demodulate, up):
     assert (a - b).abs().max() < 1e-5
 
 
-def test_modulated_conv_equals_the_paper_formula():
+@pytest.mark.parametrize("fused", [True, False])
+def test_modulated_conv_equals_the_paper_formula(fused):
     """w''_ijk = s_i w_ijk / sqrt(sum_ik (s_i w_ijk)^2 + eps), then a plain convolution, sample by sample."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64)
     w = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64)
     s = torch.rand(2, 4, generator=g, dtype=torch.float64) + 0.5
-    y = modulated_conv2d(x, w, s, demodulate=True, fused=True)
+    y = modulated_conv2d(x, w, s, demodulate=True, fused=fused)
     for n in range(2):
         wp = w * s[n][None, :, None, None]
         wpp = wp / (wp.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 
 from essence.core.progress import ProgressBar
-from essence.core.runtime import available_cores
+from essence.core.runtime import available_cores, tune_allocator
 
 __all__ = ["plan_workers", "map_runs", "run_graph", "per_process", "WORKERS_ENV", "WORKER_THREADS_ENV", "MAX_WORKERS"]
 
@@ -72,6 +72,7 @@ def per_process(namespace: str, key: object, build: Callable[[], T]) -> T:
 
 
 def _init_worker(threads: int) -> None:
+    tune_allocator()
     os.environ[WORKER_THREADS_ENV] = str(threads)
     os.environ.setdefault("ESSENCE_PROGRESS", "0")      # one bar, drawn by the parent
     torch.set_num_threads(threads)
