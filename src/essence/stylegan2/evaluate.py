@@ -16,7 +16,6 @@ otherwise: epsilon 1e-4, no crop, 1st/99th percentile outliers removed as in the
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +153,11 @@ def ppl_w(G: Generator, net: FMNISTClassifier, n: int, *, epsilon: float = 1e-4,
     (default: half of :func:`generation_batch`). Returns (n,) floats."""
     g = torch.Generator().manual_seed(seed)
     batch = batch if batch is not None else max(1, generation_batch(None, device) // 2)
+    z_all = torch.randn(2, n, G.z_dim, generator=g)   # drawn up front: the pairs do not depend on ``batch``
     out = []
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        z = torch.randn(2 * b, G.z_dim, generator=g).to(device)
-        ws = G.mapping(z)
+        ws = G.mapping(z_all[:, i:i + b].reshape(2 * b, G.z_dim).to(device))
         w0, w1 = ws[:b], ws[b:]
         wt = torch.cat([w0, w0.lerp(w1, epsilon)])
         img = G.synthesis(wt, noise_mode="const", fused=None).float()
@@ -178,15 +177,17 @@ def jacobian_lengths(G: Generator, n: int, *, seed: int = 0, batch: int = 64,
     """|J_w^T y| for n random (w, y) pairs (y ~ N(0, I) / sqrt(HW), as in the regulariser); const noise.
     Their coefficient of variation is section 7's "Jacobian-norm spread"."""
     g = torch.Generator().manual_seed(seed)
+    R = G.resolution   # (w, y) drawn up front: the pairs do not depend on ``batch``
+    z_all = torch.randn(n, G.z_dim, generator=g)
+    y_all = torch.randn(n, G.img_channels, R, R, generator=g) / R
     out = []
     for i in range(0, n, batch):
         b = min(batch, n - i)
-        z = torch.randn(b, G.z_dim, generator=g).to(device)
         with torch.no_grad():
-            ws = G.mapping(z)
+            ws = G.mapping(z_all[i:i + b].to(device))
         ws.requires_grad_(True)
         img = G.synthesis(ws, noise_mode="const", fused=False).float()
-        y = torch.randn(img.shape, generator=g).to(device) / math.sqrt(img.shape[2] * img.shape[3])
+        y = y_all[i:i + b].to(device)
         (grad,) = torch.autograd.grad((img * y).sum(), ws)
         out.append(grad.square().sum(2).mean(1).sqrt().detach().cpu())
     return torch.cat(out).double().numpy()
