@@ -75,10 +75,11 @@ def test_demodulation_statistics_claim_a_without_training():
 
 
 def test_plan_overrides_split_from_config_overrides():
-    plan, rest = resolve_plan("standard", ["plan.adain=true", " plan.r1_every=2", "plan.seeds=0,1,2",
+    plan, rest = resolve_plan("standard", ["plan.adain=false", " plan.r1_every=1", "plan.seeds=0,1,2",
                                            "optim.lr=0.001"])
-    assert plan.adain and plan.r1_every == 2 and plan.seeds == (0, 1, 2) and rest == ["optim.lr=0.001"]
-    assert plan.steps == PLANS["standard"].steps and not PLANS["standard"].adain   # the preset is untouched
+    assert not plan.adain and plan.r1_every == 1 and plan.seeds == (0, 1, 2) and rest == ["optim.lr=0.001"]
+    assert plan.steps == PLANS["standard"].steps and PLANS["standard"].adain   # the preset is untouched
+    assert PLANS["standard"].r1_every == 2
     with pytest.raises(ValueError, match="plan fields: steps"):
         resolve_plan("standard", ["plan.adian=true"])
     with pytest.raises(ValueError, match="unknown preset"):
