@@ -152,7 +152,7 @@ def ppl_w(G: Generator, net: FMNISTClassifier, n: int, *, epsilon: float = 1e-4,
     with d = squared L2 between classifier features; const noise for both images. ``batch`` pairs per forward
     (default: half of :func:`generation_batch`). Returns (n,) floats."""
     g = torch.Generator().manual_seed(seed)
-    batch = batch if batch is not None else max(1, generation_batch(None, device) // 2)
+    batch = generation_batch(batch, device) if batch is not None else generation_batch(None, device) // 2
     z_all = torch.randn(2, n, G.z_dim, generator=g)   # drawn up front: the pairs do not depend on ``batch``
     out = []
     for i in range(0, n, batch):
@@ -177,9 +177,8 @@ def jacobian_lengths(G: Generator, n: int, *, seed: int = 0, batch: int = 64,
     """|J_w^T y| for n random (w, y) pairs (y ~ N(0, I) / sqrt(HW), as in the regulariser); const noise.
     Their coefficient of variation is section 7's "Jacobian-norm spread"."""
     g = torch.Generator().manual_seed(seed)
-    R = G.resolution   # (w, y) drawn up front: the pairs do not depend on ``batch``
+    R = G.resolution   # every z first, then y sample by sample: the pairs do not depend on ``batch``
     z_all = torch.randn(n, G.z_dim, generator=g)
-    y_all = torch.randn(n, G.img_channels, R, R, generator=g) / R
     out = []
     for i in range(0, n, batch):
         b = min(batch, n - i)
@@ -187,7 +186,7 @@ def jacobian_lengths(G: Generator, n: int, *, seed: int = 0, batch: int = 64,
             ws = G.mapping(z_all[i:i + b].to(device))
         ws.requires_grad_(True)
         img = G.synthesis(ws, noise_mode="const", fused=False).float()
-        y = y_all[i:i + b].to(device)
+        y = torch.stack([torch.randn(G.img_channels, R, R, generator=g) for _ in range(b)]).to(device) / R
         (grad,) = torch.autograd.grad((img * y).sum(), ws)
         out.append(grad.square().sum(2).mean(1).sqrt().detach().cpu())
     return torch.cat(out).double().numpy()
