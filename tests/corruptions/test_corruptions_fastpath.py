@@ -85,6 +85,32 @@ def test_pixelate_pillow_path_is_bit_exact(c, h, w):
     assert not fastpath._cv2_nearest_matches((30, 36), (50, 61))
 
 
+@pytest.mark.parametrize("r", [2, 4, 8])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_block_mean_matches_pillow_for_every_block_sum(r, axis):
+    """The whole-block reduction of the pixelate fast path against Pillow's BOX resize, one block for every
+    sum S = 0 .. 255 r (the result depends on the block only through S), along either axis."""
+    sums = np.arange(255 * r + 1)
+    blocks = np.minimum(np.maximum(sums[:, None] - 255 * np.arange(r)[None, :], 0), 255)  # r values summing to S
+    row = np.tile(blocks.reshape(1, -1).astype(np.uint8), (3, 1))                        # 3 x (r * (255 r + 1))
+    a = row if axis == 1 else np.ascontiguousarray(row.T)
+    size = (a.shape[1] // r, a.shape[0]) if axis == 1 else (a.shape[1], a.shape[0] // r)
+    want = np.asarray(Image.fromarray(a).resize(size, Image.BOX))
+    np.testing.assert_array_equal(fastpath._block_mean_u8(a, r, axis), want)
+
+
+def test_pixelate_whole_blocks_path_is_taken_only_for_power_of_two_factors():
+    assert fastpath._aligned_factor(224, 112) == 2 and fastpath._aligned_factor(224, 56) == 4
+    assert fastpath._aligned_factor(224, 134) is None and fastpath._aligned_factor(96, 32) is None  # 3: not 2^k
+    assert fastpath._aligned_factor(64, 64) is None
+    u8 = _images(3, 3, 64, 96)                        # 64 -> 16 and 96 -> 24: r = 4 on both axes
+    fast = fastpath.pixelate_planes_u8(u8, (16, 24))
+    for i in range(3):
+        img = np.ascontiguousarray(u8[i].permute(1, 2, 0).numpy())
+        pil = Image.fromarray(img).resize((24, 16), Image.BOX).resize((96, 64), Image.BOX)
+        np.testing.assert_array_equal(np.asarray(pil), fast[i].permute(1, 2, 0).numpy())
+
+
 def test_pixelate_nearest_shortcut_is_refused_where_pillow_nearest_differs():
     assert not fastpath._pil_nearest_matches((36, 36), (61, 61))
     u8 = _images(2, 3, 61, 61)

@@ -173,16 +173,61 @@ def _pil_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> boo
     return True
 
 
+def _aligned_factor(in_size: int, out_size: int) -> int | None:
+    """The integer factor r of a reduction by whole blocks (in = r * out) for a power of two r, else None."""
+    r, rem = divmod(in_size, out_size)
+    return r if rem == 0 and r >= 2 and not r & (r - 1) else None
+
+
+def _block_mean_u8(a: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """Pillow's BOX reduction of a 2-D uint8 array by whole blocks of r (a power of two) along ``axis``:
+    floor(S / r + 1/2) of each block sum S (Pillow's 22-bit coefficient 2^22 / r is exact for such r). The r
+    members of the blocks are r planes: de-interleaved by ``cv2.split`` (axis 1) or row views (axis 0); OpenCV
+    sums them in uint16 and ``convertScaleAbs`` rounds S / r + 1 / (2r), which is never a half (r even), so its
+    half-to-even rounding gives Pillow's half-up. The tests check every block sum against Pillow."""
+    import cv2
+
+    h, w = a.shape
+    parts = cv2.split(a.reshape(h, w // r, r)) if axis == 1 else list(a.reshape(h // r, r, w).transpose(1, 0, 2))
+    total = cv2.add(parts[0], parts[1], dtype=cv2.CV_16U)
+    for p in parts[2:]:
+        total = cv2.add(total, p, dtype=cv2.CV_16U)
+    return cv2.convertScaleAbs(total, alpha=1.0 / r, beta=0.5 / r)
+
+
+def _pixelate_aligned(src: np.ndarray, dst: np.ndarray, rh: int, rw: int, c: int) -> None:
+    """Both reductions by whole blocks (:func:`_aligned_factor`): each image's planes stacked into one 2-D
+    array (no block straddles two planes), Pillow's horizontal then vertical pass, and the enlargement (Pillow's
+    BOX enlargement by an integer factor repeats every pixel) by ``cv2.merge`` of rw copies (the columns) and
+    rh row-block copies. Per image at 224 px, one thread: 3.6x (-> 112) and 1.6x (-> 56) faster than the
+    Pillow path."""
+    import cv2
+
+    m, h, w = src.shape
+
+    def one(j):
+        a = src[j * c:(j + 1) * c].reshape(c * h, w)
+        small = _block_mean_u8(_block_mean_u8(a, rw, axis=1), rh, axis=0)
+        wide = cv2.merge([small] * rw).reshape(small.shape[0], w)
+        rows = dst[j * c:(j + 1) * c].reshape(small.shape[0], rh, w)
+        for k in range(rh):
+            rows[:, k] = wide
+
+    for_each(m // c, one)
+
+
 def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image. The reduction runs on the RGB
-    image for three planes (Pillow's four-byte pixel loop shares the coefficients: one call instead of three),
-    built from the planes by ``Image.merge`` without an interleaving copy in Python, else one plane at a time as a
-    mode-L image (Pillow's 8-bit resampling is per channel with the same coefficients and rounding, so both equal
-    the RGB image's result; the tests compare with Pillow on RGB images). The enlargement, a single tap per output
-    pixel, is Pillow's NEAREST resize of the reduced RGB image where it picks the BOX filter's source pixels
-    (:func:`_pil_nearest_matches`; ``cv2.split`` then de-interleaves it straight into the output planes), else
-    OpenCV's exact nearest-neighbour resize of each reduced plane where that does, else a gather with Pillow's
-    indices (:func:`box_enlarge_index`)."""
+    """Pillow ``resize(size, BOX)`` then ``resize((W, H), BOX)`` of every image.
+
+    Where both sides shrink by whole blocks of a power of two, OpenCV block sums (:func:`_pixelate_aligned`).
+    Else the reduction runs on the RGB image for three planes (Pillow's four-byte pixel loop shares the
+    coefficients: one call instead of three), built from the planes by ``Image.merge`` without an interleaving
+    copy in Python, else one plane at a time as a mode-L image (Pillow's 8-bit resampling is per channel with the
+    same coefficients and rounding, so both equal the RGB image's result; the tests compare with Pillow on RGB
+    images). The enlargement, a single tap per output pixel, is Pillow's NEAREST resize of the reduced RGB image
+    where it picks the BOX filter's source pixels (:func:`_pil_nearest_matches`; ``cv2.split`` then
+    de-interleaves it straight into the output planes), else OpenCV's exact nearest-neighbour resize of each
+    reduced plane where that does, else a gather with Pillow's indices (:func:`box_enlarge_index`)."""
     import cv2
     from PIL import Image
 
@@ -190,6 +235,10 @@ def pixelate_planes_u8(u8: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     xc = u8.contiguous()
     out = torch.empty_like(xc)
     src, dst = _planes(xc), _planes(out)
+    rh, rw = _aligned_factor(h, size[0]), _aligned_factor(w, size[1])
+    if rh and rw:                      # whole blocks (224 -> 112 or 56: ImageNet-C severities 2 and 5), same pixels
+        _pixelate_aligned(src, dst, rh, rw, c)
+        return out
     rows, cols = box_enlarge_index(size[0], h), box_enlarge_index(size[1], w)
     use_cv2 = _cv2_nearest_matches(size, (h, w))
 
