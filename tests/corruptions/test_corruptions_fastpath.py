@@ -102,7 +102,7 @@ def test_block_mean_matches_pillow_for_every_block_sum(r, axis):
 def test_pixelate_whole_blocks_path_is_taken_only_for_power_of_two_factors():
     assert fastpath._aligned_factor(224, 112) == 2 and fastpath._aligned_factor(224, 56) == 4
     assert fastpath._aligned_factor(224, 134) is None and fastpath._aligned_factor(96, 32) is None  # 3: not 2^k
-    assert fastpath._aligned_factor(64, 64) is None
+    assert fastpath._aligned_factor(64, 64) is None and fastpath._aligned_factor(256, 2) is None
     u8 = _images(3, 3, 64, 96)                        # 64 -> 16 and 96 -> 24: r = 4 on both axes
     fast = fastpath.pixelate_planes_u8(u8, (16, 24))
     for i in range(3):

@@ -174,9 +174,10 @@ def _pil_nearest_matches(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> boo
 
 
 def _aligned_factor(in_size: int, out_size: int) -> int | None:
-    """The integer factor r of a reduction by whole blocks (in = r * out) for a power of two r, else None."""
+    """The integer factor r of a reduction by whole blocks (in = r * out) for a power of two r up to 64 (block
+    sums stay in uint16 and ``cv2.split`` within its channel limit), else None."""
     r, rem = divmod(in_size, out_size)
-    return r if rem == 0 and r >= 2 and not r & (r - 1) else None
+    return r if rem == 0 and 2 <= r <= 64 and not r & (r - 1) else None
 
 
 def _block_mean_u8(a: np.ndarray, r: int, axis: int) -> np.ndarray:
