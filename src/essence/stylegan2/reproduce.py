@@ -82,9 +82,9 @@ PLANS = {
                  r1_blocks=2, adain=True, proj_n=4, proj_steps=3, r1_every=1),
     "quick": Plan(steps=80, seeds=(0,), evals=6, n_gen=5000, n_real=10000, ppl_samples=500, demod_trials=200,
                   r1_blocks=2, adain=False),
-    # both ablation arms, 200 iterations each: 1,634 s fp32 / 1,374 s bf16 (arms at 400) on a 2-core Zen 4;
-    # 1,912 s there on AVX2 kernels only (over 30 minutes: issue 10)
-    "standard": Plan(steps=1000, seeds=(0, 1), evals=6, n_gen=10000, n_real=10000, ppl_samples=1000,
+    # main runs 800 iterations (FID curve every 200), both ablation arms 200 iterations: at 1,000 iterations
+    # this plan took 1,912 s on a 2-core Zen 4 with AVX2 kernels only, over the 30 minutes of issue 10
+    "standard": Plan(steps=800, seeds=(0, 1), evals=5, n_gen=10000, n_real=10000, ppl_samples=1000,
                      demod_trials=500, r1_blocks=5, adain=True, proj_n=32, proj_steps=60, curve_n=2000,
                      r1_every=2, ablation_steps=200),
     "paper": Plan(steps=781250, seeds=(0, 1, 2), evals=10, n_gen=50000, n_real=10000, ppl_samples=50000,
