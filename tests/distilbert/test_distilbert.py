@@ -373,6 +373,28 @@ def test_mlm_scores_use_identical_targets_and_time_models_runs():
     assert t["t"]["batch1"].shape == (2,) and t["s"]["batch32"].shape == (1,)
 
 
+def test_mlm_scores_at_the_masked_rows_equal_the_full_logits():
+    """mlm_scores projects only the masked rows of a BERT / DistilBERT MLM; any other module gets the full logits
+    and the same selection. Both give the same targets, and the same numbers up to float rounding."""
+    from essence.distilbert.evaluate import mlm_scores
+
+    class Plain(torch.nn.Module):   # not a *ForMaskedLM: the full-logits path
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, **kw):
+            return self.m(**kw)
+
+    corpus = _corpus()
+    for model in (_teacher(2), student_from_teacher(_teacher(2))):
+        a = mlm_scores(model, corpus, batch_size=8, precision="fp32")
+        b = mlm_scores(Plain(model), corpus, batch_size=8, precision="fp32")
+        assert np.array_equal(a["sentence"], b["sentence"]) and a["nll"].shape == b["nll"].shape
+        assert np.allclose(a["nll"], b["nll"], rtol=1e-5, atol=1e-5)
+        assert (a["correct"] != b["correct"]).mean() <= 0.01   # argmax ties broken by rounding at most
+
+
 def test_finetune_tsv_and_unknown_labels(tmp_path):
     from essence.distilbert.finetune import finetune, read_tsv
 
@@ -393,6 +415,10 @@ def test_finetune_tsv_and_unknown_labels(tmp_path):
     (tmp_path / "bad.tsv").write_text("w3 w4\tneutral\n")
     with pytest.raises(ValueError, match="unknown label 'neutral'"):
         read_tsv(tmp_path / "bad.tsv", ["neg", "pos"])
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        finetune(tmp_path / "student", tmp_path / "train.tsv", tmp_path / "test.tsv", epochs=0)
+    with pytest.raises(ValueError, match="at least one seed"):
+        finetune(tmp_path / "student", tmp_path / "train.tsv", tmp_path / "test.tsv", seeds=())
 
 
 def test_named_corpora_and_their_combination(tmp_path, monkeypatch):

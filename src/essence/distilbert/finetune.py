@@ -50,10 +50,16 @@ def read_tsv(path: str | Path, labels: list[str] | None = None) -> tuple[list[st
 
 def _run(model_dir, train, test, n_labels, *, seed, epochs, lr, batch, max_len, precision, device):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=n_labels).to(device)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # the load report lists the new head and the unused MLM head, as expected
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=n_labels).to(device)
+    finally:
+        hf_logging.set_verbosity(level)
     prec = Precision(precision, device)
 
     def enc(texts):
@@ -128,6 +134,13 @@ def split_rows(rows: list[tuple[str, str]], test_fraction: float) -> tuple[list,
 
 def _finetune(model_dir, train, test, names, *, seeds=(0, 1, 2), epochs: int = 3, lr: float = 5e-5, batch: int = 32,
               max_len: int = 128, precision: str = "auto", device: str = "cpu") -> dict:
+    if not seeds:
+        raise ValueError("fine-tuning needs at least one seed")
+    if epochs < 1 or batch < 1 or max_len < 2 or not lr > 0:
+        raise ValueError(f"fine-tuning needs epochs >= 1, batch >= 1, max_len >= 2 and lr > 0 (got epochs={epochs}, "
+                         f"batch={batch}, max_len={max_len}, lr={lr})")
+    if not train[0] or not test[0]:
+        raise ValueError(f"fine-tuning needs training and test rows (got {len(train[0])} and {len(test[0])})")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     runs = [_run(model_dir, train, test, len(names), seed=s, epochs=epochs, lr=lr, batch=batch,
                  max_len=max_len, precision=precision, device=device) for s in seeds]

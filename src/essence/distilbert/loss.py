@@ -17,16 +17,30 @@ __all__ = ["soft_target_loss", "mlm_loss", "cosine_loss", "triple_loss"]
 def soft_target_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, select: torch.Tensor,
                      temperature: float = 2.0) -> torch.Tensor:
     """KL(teacher/T || student/T) * T^2, averaged over the selected positions (``select``: bool, same shape
-    as the logits without the vocabulary axis)."""
-    s = s_logits[select].float()
-    t = t_logits[select].float()
-    kl = F.kl_div(F.log_softmax(s / temperature, dim=-1), F.softmax(t / temperature, dim=-1),
-                  reduction="batchmean")
+    as the logits without the vocabulary axis). No gradient flows to the teacher's logits.
+
+    The teacher's distribution enters as log-probabilities (``log_target``), and an all-true ``select`` (every
+    token of a batch without padding) skips the row gather: the same value with fewer passes over the
+    (positions x vocabulary) logits, the largest tensors of a distillation step."""
+    vocab = s_logits.shape[-1]
+    s, t = s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab)
+    keep = select.reshape(-1)
+    if not bool(keep.all()):
+        s, t = s[keep], t[keep]
+    with torch.no_grad():
+        log_t = F.log_softmax(t.float() / temperature, dim=-1)
+    kl = F.kl_div(F.log_softmax(s.float() / temperature, dim=-1), log_t, reduction="batchmean", log_target=True)
     return kl * temperature ** 2
 
 
 def mlm_loss(s_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(s_logits.float().reshape(-1, s_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    """Cross-entropy at the MLM targets (``labels != -100``); the other rows are dropped before the softmax."""
+    vocab = s_logits.shape[-1]
+    logits, target = s_logits.reshape(-1, vocab), labels.reshape(-1)
+    keep = target != -100
+    if not bool(keep.all()):
+        logits, target = logits[keep], target[keep]
+    return F.cross_entropy(logits.float(), target)
 
 
 def cosine_loss(s_hidden: torch.Tensor, t_hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
