@@ -133,6 +133,15 @@ def test_report_claim_takes_its_verdict_from_the_decision(tmp_path):
     assert "**Machine:**" in (run.dir / "report.md").read_text()
 
 
+def test_paired_difference_of_a_few_items_reports_the_p_value_of_its_t_interval():
+    # 5 clearly negative differences: the t interval excludes 0, and so must its p-value (the signed-rank test's
+    # floor with 5 items is 2/32 = 0.0625)
+    est = S.paired_difference([0.19, 0.20, 0.20, 0.19, 0.20], [0.35, 0.36, 0.34, 0.35, 0.36], unit="blocks")
+    assert "Student t" in est.method and est.high < 0
+    assert est.extra["p_value"] < 0.001
+    assert S.decide(est, direction="less").verdict == S.REPRODUCED
+
+
 def test_spearman_on_a_handful_of_points_follows_the_exact_permutation_test():
     # 4 points in perfect order: exact two-sided p = 2/24 = 0.083, so nothing is decided
     four = S.spearman([1, 2, 3, 4], [10, 20, 30, 40])
