@@ -14,6 +14,12 @@ import torch.nn.functional as F
 __all__ = ["soft_target_loss", "mlm_loss", "cosine_loss", "triple_loss"]
 
 
+def _rows(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows of each (flattened) tensor where ``keep`` is true; no copy when every row is kept."""
+    keep = keep.reshape(-1)
+    return tensors if bool(keep.all()) else tuple(x[keep] for x in tensors)
+
+
 def soft_target_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, select: torch.Tensor,
                      temperature: float = 2.0) -> torch.Tensor:
     """KL(teacher/T || student/T) * T^2, averaged over the selected positions (``select``: bool, same shape
@@ -23,10 +29,7 @@ def soft_target_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, select: tor
     token of a batch without padding) skips the row gather: the same value with fewer passes over the
     (positions x vocabulary) logits, the largest tensors of a distillation step."""
     vocab = s_logits.shape[-1]
-    s, t = s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab)
-    keep = select.reshape(-1)
-    if not bool(keep.all()):
-        s, t = s[keep], t[keep]
+    s, t = _rows(select, s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab))
     with torch.no_grad():
         log_t = F.log_softmax(t.float() / temperature, dim=-1)
     kl = F.kl_div(F.log_softmax(s.float() / temperature, dim=-1), log_t, reduction="batchmean", log_target=True)
@@ -35,11 +38,8 @@ def soft_target_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, select: tor
 
 def mlm_loss(s_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy at the MLM targets (``labels != -100``); the other rows are dropped before the softmax."""
-    vocab = s_logits.shape[-1]
-    logits, target = s_logits.reshape(-1, vocab), labels.reshape(-1)
-    keep = target != -100
-    if not bool(keep.all()):
-        logits, target = logits[keep], target[keep]
+    target = labels.reshape(-1)
+    logits, target = _rows(target != -100, s_logits.reshape(-1, s_logits.shape[-1]), target)
     return F.cross_entropy(logits.float(), target)
 
 
