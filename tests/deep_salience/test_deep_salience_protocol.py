@@ -74,6 +74,16 @@ def test_claims_skip_systems_that_were_not_measured():
     assert len(R.claim_decisions(mf0, mel)) == 6
 
 
+def test_a_skipped_comparison_is_named_with_how_to_add_it():
+    assert R.missing_comparisons(released_multif0=True, released_melody=True, basic_pitch=True) == []
+    missing = R.missing_comparisons(released_multif0=False, released_melody=True, basic_pitch=False)
+    assert len(missing) == 2
+    assert "multif0.h5" in missing[0] and "ESSENCE_DEEP_SALIENCE_WEIGHTS" in missing[0]
+    assert "basic-pitch" in missing[1]
+    both = R.missing_comparisons(released_multif0=False, released_melody=False, basic_pitch=True)
+    assert len(both) == 1 and "melody2.h5" in both[0] and "ESSENCE_DEEP_SALIENCE_WEIGHTS" in both[0]
+
+
 def test_highest_peak_melody_takes_the_top_voice_and_keeps_a_negative_guess():
     s = np.zeros((360, 3), np.float32)
     s[50, 0], s[120, 0], s[200, 0] = 0.9, 0.7, 0.2      # top peak above tau is bin 120; bin 200 is a weak peak
