@@ -117,9 +117,9 @@ def _tiny() -> DeepSalienceConfig:
 
 
 def _quick() -> DeepSalienceConfig:
-    # Reduced width (channels / 4) and a short schedule so that the whole reproduction fits in ~5 min on 2 cores,
-    # also on a slow AVX2-only CPU: 4 multi-f0 epochs (60 steps; 5 epochs took 7% longer on AVX2 kernels, with the
-    # same verdicts as the standard preset at 4 and a lower test Accuracy at 5).
+    # Reduced width (channels / 4) and a short schedule so that the whole reproduction fits in 5 min on 2 cores,
+    # also on a slower AVX2-only CPU: 4 multi-f0 epochs of 15 steps (5 took 7% longer on AVX2 kernels and scored no
+    # better; docs/results.md, 2026-12-03).
     return DeepSalienceConfig(
         model=ModelConfig(widths=(32, 16, 16, 16, 8), bn_momentum=0.1, output_prior=True),
         data=DataConfig(n_train=24, n_validation=4, n_test=5, max_seconds=12.0),

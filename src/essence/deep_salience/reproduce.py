@@ -88,8 +88,8 @@ def find_released_weights(name: str) -> Path | None:
 
 
 def missing_comparisons(*, released_multif0: bool, released_melody: bool, basic_pitch: bool) -> list[str]:
-    """One sentence per reference system that could not be scored, saying how to add it (the report states them:
-    a comparison that did not run must not vanish from the claim table unnoticed)."""
+    """Sentences naming the reference systems that could not be scored and how to add them (the report and
+    summary.json state them: a comparison that did not run must not vanish from the claim table unnoticed)."""
     where = ("set `ESSENCE_DEEP_SALIENCE_WEIGHTS` to the folder holding the released Keras files "
              "(`multif0.h5`, `melody2.h5` from rabitt/ismir2017-deepsalience)")
     out = []
@@ -367,6 +367,7 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         per_clip_accuracy={k: a.scores["Accuracy"].tolist() for k, a in mf0.items()},
         per_clip_melody_oa={k: a.scores["Overall Accuracy"].tolist() for k, a in mel.items()},
         validation_loss={f"{n} s{s}": {"best": r.best_val_loss, "constant": r.const_val_loss} for n, s, r in losses},
+        missing_comparisons=missing,
         seconds_data=t_data, seconds_total=time.time() - t_start, test_clips=len(test_items), seeds=seeds)
     return report
 
