@@ -330,8 +330,8 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
         _tuned(mel.setdefault(REL_MEL, Arm()), salience_decoder(ov, "melody"), salience_decoder(ot, "melody"),
                val_items, test_items, "melody")
 
-    missing = missing_comparisons(released_multif0=released_mf0 is not None, released_melody=released_mel is not None,
-                                  basic_pitch=basic_pitch_available()) if full else []
+    missing = missing_comparisons(released_multif0=REL_MF0 in mf0, released_melody=REL_MEL in mel,
+                                  basic_pitch=BP_FRAME in mf0) if full else []
     for m in missing:
         warnings.warn(f"deep-salience reproduce: {m}", stacklevel=2)
 
