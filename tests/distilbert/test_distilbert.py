@@ -259,6 +259,32 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
     assert diff < 5e-3
 
 
+
+def test_teacher_cache_gives_the_same_students_and_is_read_by_later_arms():
+    from essence.distilbert.train import TeacherCache, distill
+
+    corpus, teacher = _corpus(), _teacher(4)
+    cfg = _tiny_cfg(steps=3)
+    cache = TeacherCache(teacher)
+    for alphas in [(5.0, 2.0, 1.0), (0.0, 2.0, 1.0), (5.0, 0.0, 0.0)]:    # full, no L_ce (no head), L_ce alone
+        arm = cfg.replace(loss=cfg.loss.replace(alpha_ce=alphas[0], alpha_mlm=alphas[1], alpha_cos=alphas[2]))
+        plain = distill(arm, None, teacher=teacher, corpus=corpus, progress=False).model
+        misses = cache.misses
+        cached = distill(arm, None, teacher=teacher, corpus=corpus, progress=False, teacher_cache=cache).model
+        for (n, p), (_, q) in zip(plain.state_dict().items(), cached.state_dict().items()):
+            assert torch.equal(p, q), n
+    assert cache.misses == misses == 3 and cache.hits == 6       # 3 batches, computed once for three arms
+    other = distill(cfg.replace(train=cfg.train.replace(seed=7)), None, teacher=teacher, corpus=corpus,
+                    progress=False, teacher_cache=cache)         # another seed: other batches, other entries
+    assert cache.misses == 6 and other.step == 3
+    full = TeacherCache(teacher, max_bytes=0)                     # full: computes, stores nothing
+    distill(cfg, None, teacher=teacher, corpus=corpus, progress=False, teacher_cache=full)
+    assert full.bytes == 0 and full.misses == 3 and full.hits == 0
+    with pytest.raises(ValueError, match="another teacher"):
+        distill(cfg, None, teacher=_teacher(2), corpus=corpus, progress=False, teacher_cache=cache)
+    with pytest.raises(ValueError, match="max_bytes"):
+        TeacherCache(teacher, max_bytes=-1)
+
 # -- bad input ------------------------------------------------------------------------------------------------
 def test_bad_teachers_and_corpora(tmp_path):
     from transformers import BertConfig, BertModel

@@ -112,7 +112,7 @@ def _arm_config(cfg: DistilConfig, arm: str, seed: int) -> DistilConfig:
 def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", overrides=()) -> Report:
     from essence.distilbert.evaluate import base_shapes, mlm_scores, time_models
     from essence.distilbert.model import count_parameters, load_teacher, save_model
-    from essence.distilbert.train import corpus_for, distill, train_teacher
+    from essence.distilbert.train import TeacherCache, corpus_for, distill, train_teacher
 
     cfg = PRESETS.build(preset, overrides)
     run.save_config(cfg)
@@ -128,11 +128,12 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     console.print(f"distilbert: teacher held-out MLM accuracy {t_scores['accuracy']:.2%}, "
                   f"perplexity {t_scores['perplexity']:.1f}", highlight=False)
     rows, arms, first = [], {}, None
+    cache = TeacherCache(teacher)   # the arms of one seed see the same batches: one teacher encoder pass each
     for arm in cfg.repro.arms:
         per_seed = []
         for seed in cfg.repro.seeds:
             res = distill(_arm_config(cfg, arm, seed), None, teacher=teacher, corpus=corpus, device=device,
-                          progress=False)
+                          progress=False, teacher_cache=cache)
             sc = mlm_scores(res.model, corpus, batch_size=cfg.eval.batch_size, seed=cfg.eval.seed, precision=prec)
             per_seed.append(sc["correct"])
             rows.append((arm, seed, f"{sc['accuracy']:.2%}", f"{sc['perplexity']:.1f}", f"{res.seconds:.0f}"))

@@ -13,6 +13,7 @@ Checkpoints hold the student, AdamW, the schedule, the scaler and the step, so `
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,20 +54,73 @@ from essence.distilbert.model import (
     tiny_bert,
 )
 
-__all__ = ["Distiller", "DistillResult", "distill", "train_teacher", "corpus_for", "train_mlm"]
+__all__ = ["Distiller", "TeacherCache", "DistillResult", "distill", "train_teacher", "corpus_for", "train_mlm"]
+
+
+class TeacherCache:
+    """The frozen teacher's last hidden layer, remembered by the batch it was computed on.
+
+    Distillation runs that feed the same masked batches to the same teacher (Table 4's arms at one seed) need
+    the teacher's encoder only once between them: later runs read its output here and apply only the prediction
+    head, which gives the same logits. ``cache = TeacherCache(teacher); distill(cfg, teacher=teacher,
+    teacher_cache=cache)`` for each arm. Entries are keyed by the batch's contents (input ids, attention mask)
+    and the autocast state, so a run with other batches or another precision just misses; once ``max_bytes`` are
+    held, misses are computed and not stored. The teacher must stay frozen while the cache is used.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, max_bytes: int = 1 << 30):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.teacher, self.max_bytes = teacher, max_bytes
+        self.bytes = self.hits = self.misses = 0
+        self._store: dict[bytes, torch.Tensor] = {}
+
+    def _key(self, ids: torch.Tensor, attention: torch.Tensor) -> bytes:
+        kind = ids.device.type
+        amp = (torch.is_autocast_enabled(kind), str(torch.get_autocast_dtype(kind)))
+        h = hashlib.blake2b(repr((tuple(ids.shape), amp)).encode(), digest_size=20)
+        h.update(ids.detach().cpu().numpy().tobytes())
+        h.update(attention.detach().cpu().numpy().tobytes())
+        return h.digest()
+
+    @torch.no_grad()
+    def hidden(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The teacher's last hidden layer for this batch (computed now, or remembered)."""
+        key = self._key(ids, attention)
+        found = self._store.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        out = _teacher_encoder(self.teacher)(input_ids=ids, attention_mask=attention).last_hidden_state
+        size = out.numel() * out.element_size()
+        if self.bytes + size <= self.max_bytes:
+            self._store[key] = out
+            self.bytes += size
+        return out
+
+
+def _teacher_encoder(teacher: torch.nn.Module) -> torch.nn.Module:
+    return unwrap_model(teacher).bert
 
 
 class Distiller:
     """The triple loss for one batch: ``Distiller(student, teacher, LossConfig()).losses(ids, attention, labels)``.
 
-    ``teacher=None`` trains ``student`` with the MLM loss alone (teachers, the MLM-only baseline).
+    ``teacher=None`` trains ``student`` with the MLM loss alone (teachers, the MLM-only baseline). The teacher
+    (a ``BertForMaskedLM``) runs as its encoder and then its prediction head, only where a loss reads it (no
+    head without ``L_ce``); ``cache`` (a :class:`TeacherCache` of this teacher) shares the encoder's output
+    between runs on the same batches.
     """
 
     def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module | None = None,
-                 loss: LossConfig | None = None):
+                 loss: LossConfig | None = None, cache: TeacherCache | None = None):
         self.student, self.teacher = student, teacher
         self.masked_rows = isinstance(unwrap_model(student), MaskedPositionsMLM)   # logits of the masked rows only
         self.loss = loss or LossConfig()
+        if cache is not None and cache.teacher is not teacher:
+            raise ValueError("the TeacherCache belongs to another teacher")
+        self.cache = cache
         if teacher is None:
             self.loss = self.loss.replace(alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=self.loss.alpha_mlm or 1.0)
         else:
@@ -87,13 +141,14 @@ class Distiller:
             return c.alpha_mlm * mlm, {"mlm": mlm}
         t_logits = t_hidden = None
         if self.teacher is not None and (c.alpha_ce > 0 or c.alpha_cos > 0):
-            with torch.no_grad():
-                t = self.teacher(input_ids=ids, attention_mask=attention, output_hidden_states=c.alpha_cos > 0)
-                t_logits, t_hidden = t.logits, (t.hidden_states[-1] if c.alpha_cos > 0 else None)
+            with torch.no_grad():   # BertForMaskedLM's forward, in its two parts
+                t_hidden = (self.cache.hidden(ids, attention) if self.cache is not None else
+                            _teacher_encoder(self.teacher)(input_ids=ids, attention_mask=attention).last_hidden_state)
+                t_logits = unwrap_model(self.teacher).cls(t_hidden) if c.alpha_ce > 0 else None
         s = self.student(input_ids=ids, attention_mask=attention, output_hidden_states=c.alpha_cos > 0)
         return triple_loss(s.logits, s.hidden_states[-1] if c.alpha_cos > 0 else None, labels, attention,
-                           t_logits=t_logits, t_hidden=t_hidden, alpha_ce=c.alpha_ce, alpha_mlm=c.alpha_mlm,
-                           alpha_cos=c.alpha_cos, temperature=c.temperature,
+                           t_logits=t_logits, t_hidden=t_hidden if c.alpha_cos > 0 else None, alpha_ce=c.alpha_ce,
+                           alpha_mlm=c.alpha_mlm, alpha_cos=c.alpha_cos, temperature=c.temperature,
                            restrict_ce_to_mask=c.restrict_ce_to_mask)
 
 
@@ -125,8 +180,8 @@ def corpus_for(cfg: DistilConfig, vocab: list[str] | None = None, tokenizer: str
 
 
 def _loop(model, teacher, corpus: Corpus, cfg: DistilConfig, loss: LossConfig, *, steps: int, lr: float,
-          smoothing: float, run: Run | None, device, resume, progress: bool, tag: str, state: dict
-          ) -> DistillResult:
+          smoothing: float, run: Run | None, device, resume, progress: bool, tag: str, state: dict,
+          teacher_cache: TeacherCache | None = None) -> DistillResult:
     info = dist.init_distributed(device)
     dev, world, rank = info.device, info.world_size, info.rank
     torch.set_num_threads(cfg.train.threads or default_num_threads())
@@ -160,7 +215,7 @@ def _loop(model, teacher, corpus: Corpus, cfg: DistilConfig, loss: LossConfig, *
     net = MaskedPositionsMLM(model) if teacher is None else model   # MLM alone: the head at masked rows only
     if world > 1:
         net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    distiller = Distiller(net, teacher, loss)
+    distiller = Distiller(net, teacher, loss, teacher_cache if teacher is not None else None)
     probs = token_probs(corpus.counts, smoothing, corpus.special_ids)
     vocab_size = len(corpus.vocab)
     micro = o.batch_size // world // o.accumulation
@@ -260,9 +315,11 @@ def train_teacher(cfg: DistilConfig, run: Run | None = None, *, device="auto", o
 
 def distill(cfg: DistilConfig, run: Run | None = None, *, teacher: str | Path | torch.nn.Module | None = None,
             device="auto", resume: str | Path | None = None, progress: bool = True, corpus: Corpus | None = None,
-            out: str | Path | None = None, tag: str = "distill") -> DistillResult:
+            out: str | Path | None = None, tag: str = "distill", teacher_cache: TeacherCache | None = None
+            ) -> DistillResult:
     """Distil ``teacher`` (a BertForMaskedLM directory or model; default: ``cfg.teacher.path``, else a teacher
-    trained now) into a half-depth DistilBERT student, saved to ``out`` (default ``run/student``)."""
+    trained now) into a half-depth DistilBERT student, saved to ``out`` (default ``run/student``).
+    ``teacher_cache``: a :class:`TeacherCache` of this teacher (model) object, shared between runs."""
     seed_everything(cfg.train.seed)
     teacher = teacher if teacher is not None else cfg.teacher.path
     if teacher is None:
@@ -288,7 +345,7 @@ def distill(cfg: DistilConfig, run: Run | None = None, *, teacher: str | Path | 
     teacher_model = t_model if (loss.alpha_ce > 0 or loss.alpha_cos > 0) else None
     res = _loop(student, teacher_model, corpus, cfg, loss, steps=cfg.train.steps, lr=cfg.optim.lr,
                 smoothing=cfg.data.mlm_smoothing, run=run, device=device, resume=resume, progress=progress,
-                tag=tag, state=state)
+                tag=tag, state=state, teacher_cache=teacher_cache)
     res.model = res.model.cpu().eval()
     folder = Path(out) if out else (run.dir / "student" if run is not None else None)
     if folder is not None and dist.is_main():
