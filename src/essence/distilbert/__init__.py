@@ -10,13 +10,13 @@ from essence.distilbert.config import PRESETS, DistilConfig
 from essence.distilbert.loss import cosine_loss, mlm_loss, soft_target_loss, triple_loss
 from essence.distilbert.model import layer_map, load_student, load_teacher, student_from_teacher
 
-__all__ = ["PRESETS", "DistilConfig", "Distiller", "distill", "train_teacher", "student_from_teacher", "layer_map",
-           "load_teacher", "load_student", "soft_target_loss", "mlm_loss", "cosine_loss", "triple_loss",
+__all__ = ["PRESETS", "DistilConfig", "Distiller", "TeacherCache", "distill", "train_teacher", "student_from_teacher",
+           "layer_map", "load_teacher", "load_student", "soft_target_loss", "mlm_loss", "cosine_loss", "triple_loss",
            "mask_tokens", "mlm_scores"]
 
 
 def __getattr__(name):  # heavy modules on first use
-    if name in ("Distiller", "distill", "train_teacher"):
+    if name in ("Distiller", "TeacherCache", "distill", "train_teacher"):
         from essence.distilbert import train
         return getattr(train, name)
     if name == "mask_tokens":
