@@ -204,3 +204,22 @@ def test_cross_encoder_reranks_the_top_k(poly_run, enc, tmp_path):
     assert [v for _, v in reranked] == pytest.approx([v for _, v in expected], rel=1e-4, abs=1e-5)
     with pytest.raises(ValueError, match="must be a cross-encoder"):
         Ranker.from_run(poly_run, rerank_run=poly_run)
+
+
+def test_gold_ranks_of_several_scorings_equal_separate_calls(enc):
+    from essence.polyencoder.data import TextBatcher, candidate_sets
+    from essence.polyencoder.evaluate import gold_ranks
+    from essence.polyencoder.model import build_model
+
+    model, tok = build_model(_cfg(enc, "bi").model)
+    batcher = TextBatcher(tok, 16, 12)
+    pairs, sets = candidate_sets(_pairs(24, 3), 5, max_contexts=24, seed=0)
+    cos, dot = gold_ranks(model, batcher, pairs, sets, normalize=(True, False))
+    assert torch.equal(cos, gold_ranks(model, batcher, pairs, sets, normalize=True))
+    assert torch.equal(dot, gold_ranks(model, batcher, pairs, sets, normalize=False))
+    assert cos.shape == dot.shape == (24,) and bool(((cos >= 1) & (dot <= 5)).all())
+    with pytest.raises(ValueError, match="at least one"):
+        gold_ranks(model, batcher, pairs, sets, normalize=())
+    poly, ptok = build_model(_cfg(enc, "poly").model)
+    with pytest.raises(ValueError, match="bi-encoder only"):
+        gold_ranks(poly, TextBatcher(ptok, 16, 12), pairs, sets, normalize=(False, True))

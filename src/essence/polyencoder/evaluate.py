@@ -61,21 +61,25 @@ def evaluate_sets(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], se
 @torch.inference_mode()
 def gold_ranks(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], sets: Sequence[Sequence[str]], *,
                device: torch.device | str = "cpu", bf16: bool = False, batch_size: int = 32,
-               normalize: bool = False) -> torch.Tensor:
+               normalize: bool | tuple[bool, ...] = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The gold candidate's rank (1-based, ties share) for each context: (len(pairs),) float64.
 
     The encoders run under bf16 autocast when ``bf16``; the scores are always computed in fp32 (the models'
     ``score`` leaves autocast). ``normalize`` (bi-encoder only) ranks by cosine instead of the dot product: the
-    zero-shot use of a sentence-transformers model whose last module is ``Normalize``.
+    zero-shot use of a sentence-transformers model whose last module is ``Normalize``. A tuple of flags, e.g.
+    ``(True, False)``, encodes every text once and returns one rank tensor per flag, in order.
     """
     if len(pairs) != len(sets) or not pairs:
         raise ValueError(f"expected one candidate set per context, got {len(pairs)} contexts and {len(sets)} sets")
     if len({len(cs) for cs in sets}) != 1:
         raise ValueError("every candidate set must have the same size")
-    if normalize and model.architecture != "bi":
+    flags = tuple(normalize) if isinstance(normalize, (tuple, list)) else (bool(normalize),)
+    if not flags:
+        raise ValueError("normalize: give at least one flag")
+    if any(flags) and model.architecture != "bi":
         raise ValueError("normalize (cosine scoring) applies to the bi-encoder only")
     device = torch.device(device)
-    metric = RetrievalMetrics(ks=(1,))
+    metrics = [RetrievalMetrics(ks=(1,)) for _ in flags]
     was_training = model.training
     model.eval()
     try:
@@ -89,25 +93,27 @@ def gold_ranks(model, batcher: TextBatcher, pairs: Sequence[DialoguePair], sets:
                 with _autocast(device, bf16):
                     scores = model(ids.to(device), mask.to(device), seg.to(device))
                 scores = scores.float().view(-1, C).cpu()
-                metric.update(scores, torch.zeros(scores.shape[0], dtype=torch.long))
-            return torch.cat(metric.ranks)
-        texts = sorted({c for cs in sets for c in cs})
-        where = {t: i for i, t in enumerate(texts)}
-        vecs = encode_candidates(model, batcher, texts, batch_size=batch_size * 2, device=device, bf16=bf16)
-        if normalize:
-            vecs = torch.nn.functional.normalize(vecs, dim=-1)
-        for s in range(0, len(pairs), batch_size):
-            chunk, chunk_sets = pairs[s:s + batch_size], sets[s:s + batch_size]
-            ids, mask = batcher.contexts([p.context for p in chunk])
-            cand = vecs[torch.tensor([[where[c] for c in cs] for cs in chunk_sets])].to(device)  # (B, C, d)
-            with _autocast(device, bf16):
-                rep, rep_mask = model.encode_context(ids.to(device), mask.to(device))
-            rep = rep.float()
-            if normalize:
-                rep = torch.nn.functional.normalize(rep, dim=-1)
-            scores = model.score(rep, rep_mask, cand)                    # fp32
-            metric.update(scores.float().cpu(), torch.zeros(len(chunk), dtype=torch.long))
-        return torch.cat(metric.ranks)
+                for metric in metrics:
+                    metric.update(scores, torch.zeros(scores.shape[0], dtype=torch.long))
+        else:
+            texts = sorted({c for cs in sets for c in cs})
+            where = {t: i for i, t in enumerate(texts)}
+            vecs = encode_candidates(model, batcher, texts, batch_size=batch_size * 2, device=device, bf16=bf16)
+            unit = torch.nn.functional.normalize(vecs, dim=-1) if any(flags) else None
+            for s in range(0, len(pairs), batch_size):
+                chunk, chunk_sets = pairs[s:s + batch_size], sets[s:s + batch_size]
+                ids, mask = batcher.contexts([p.context for p in chunk])
+                rows = torch.tensor([[where[c] for c in cs] for cs in chunk_sets])
+                with _autocast(device, bf16):
+                    rep, rep_mask = model.encode_context(ids.to(device), mask.to(device))
+                rep = rep.float()
+                for flag, metric in zip(flags, metrics):
+                    r = torch.nn.functional.normalize(rep, dim=-1) if flag else rep
+                    cand = (unit if flag else vecs)[rows].to(device)          # (B, C, d)
+                    scores = model.score(r, rep_mask, cand)                   # fp32
+                    metric.update(scores.float().cpu(), torch.zeros(len(chunk), dtype=torch.long))
+        out = tuple(torch.cat(metric.ranks) for metric in metrics)
+        return out if isinstance(normalize, (tuple, list)) else out[0]
     finally:
         model.train(was_training)
 

@@ -93,9 +93,10 @@ def reproduce(run: Run, *, preset: str = "quick", device: str = "auto", override
     bf16 = prec_main.mode == "bf16"
     batcher = TextBatcher(base_tok, cfg.model.max_context_tokens, cfg.model.max_candidate_tokens)
     console.print(f"[bold]zero-shot[/]: scoring {n_test} test contexts")
-    for name, normalize in (("zero-shot", True), ("zero-shot (dot)", False)):
-        ranks[name] = {C: [gold_ranks(base_model, batcher, *sets[C], device=dev, bf16=bf16, normalize=normalize)]
-                       for C in cfg.data.candidate_sets}
+    ranks["zero-shot"], ranks["zero-shot (dot)"] = {}, {}
+    for C in cfg.data.candidate_sets:   # one encoding of the test texts, ranked by cosine and by dot product
+        cos, dot = gold_ranks(base_model, batcher, *sets[C], device=dev, bf16=bf16, normalize=(True, False))
+        ranks["zero-shot"][C], ranks["zero-shot (dot)"][C] = [cos], [dot]
     base_model.cpu()
 
     # -- fine-tuned arms
