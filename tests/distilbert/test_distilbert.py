@@ -259,7 +259,6 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
     assert diff < 5e-3
 
 
-
 def test_teacher_cache_gives_the_same_students_and_is_read_by_later_arms():
     from essence.distilbert.train import TeacherCache, distill
 
@@ -284,6 +283,7 @@ def test_teacher_cache_gives_the_same_students_and_is_read_by_later_arms():
         distill(cfg, None, teacher=_teacher(2), corpus=corpus, progress=False, teacher_cache=cache)
     with pytest.raises(ValueError, match="max_bytes"):
         TeacherCache(teacher, max_bytes=-1)
+
 
 # -- bad input ------------------------------------------------------------------------------------------------
 def test_bad_teachers_and_corpora(tmp_path):

@@ -147,8 +147,8 @@ class Distiller:
                 t_logits = unwrap_model(self.teacher).cls(t_hidden) if c.alpha_ce > 0 else None
         s = self.student(input_ids=ids, attention_mask=attention, output_hidden_states=c.alpha_cos > 0)
         return triple_loss(s.logits, s.hidden_states[-1] if c.alpha_cos > 0 else None, labels, attention,
-                           t_logits=t_logits, t_hidden=t_hidden if c.alpha_cos > 0 else None, alpha_ce=c.alpha_ce,
-                           alpha_mlm=c.alpha_mlm, alpha_cos=c.alpha_cos, temperature=c.temperature,
+                           t_logits=t_logits, t_hidden=t_hidden, alpha_ce=c.alpha_ce, alpha_mlm=c.alpha_mlm,
+                           alpha_cos=c.alpha_cos, temperature=c.temperature,
                            restrict_ce_to_mask=c.restrict_ce_to_mask)
 
 
